@@ -1,0 +1,650 @@
+"""nano-aspo: GRPO and ASPO side by side on a tiny GPT that learns arithmetic.
+
+Read top to bottom: config, tokenizer, sampling, advantages, the losses (the heart), pretraining,
+evaluation, the RL loop, the comparison. The math is ../shared/ASPO.md; "§n" below cites its
+sections. ASPO is Wang et al., "Asymmetric Importance Sampling Policy Optimization", arXiv 2510.06062.
+
+    python nano_aspo.py                  # pretrain once, then GRPO and ASPO from the same checkpoint
+    python nano_aspo.py --seeds 0,1,2    # three paired seeds
+    python nano_aspo.py --help
+"""
+# %%
+import argparse
+import dataclasses
+import hashlib
+import inspect
+import json
+import math
+import random
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import tiktoken
+import torch
+import torch.nn.functional as F
+
+import rewards
+from model import GPT, GPTConfig, KVCache
+
+METHODS = ("grpo", "aspo", "nois")
+
+
+# %% --- config: one dataclass, filled by argparse; the defaults are the demo ---------------------
+def opt(default, help):
+    return field(default=default, metadata={"help": help})
+
+
+@dataclass
+class Config:
+    # run
+    methods: str = opt("grpo,aspo", f"comma-separated methods to train, from {','.join(METHODS)}")
+    seeds: str = opt("0", "comma-separated RL seeds; each runs every method from the same checkpoint (paired)")
+    out_dir: str = opt("out", "directory for the cached checkpoint, metrics.jsonl and summary.json")
+    device: str = opt("auto", "auto, cpu, cuda, cuda:N or mps")
+    quiet: bool = opt(False, "do not print sample completions at each evaluation")
+    # task (rewards.py)
+    digits: int = opt(2, "digits per operand: each operand is uniform in [0, 10**digits)")
+    operands: int = opt(2, "numbers per problem")
+    ops: str = opt("+", "operators problems may use, a subset of '+-*'")
+    train_problems: int = opt(4000, "size of the training pool (pretraining and RL prompts)")
+    # model (model.py)
+    n_layer: int = opt(2, "transformer blocks")
+    n_head: int = opt(4, "attention heads")
+    n_embd: int = opt(64, "embedding width")
+    # pretraining: the supervised stage that makes the starting policy
+    teacher_noise: float = opt(0.3, "share of pretraining answers the teacher corrupts (one digit changed)")
+    pretrain_steps: int = opt(600, "supervised steps")
+    pretrain_batch: int = opt(128, "sequences per supervised step")
+    pretrain_lr: float = opt(3e-3, "peak learning rate of the supervised stage (cosine decay)")
+    pretrain_seed: int = opt(1234, "seed of the pretraining stage (one checkpoint shared by all RL seeds)")
+    # RL
+    steps: int = opt(60, "RL steps (one rollout batch each)")
+    prompts: int = opt(32, "prompts per RL step (P)")
+    group: int = opt(8, "completions per prompt (G)")
+    temperature: float = opt(1.0, "sampling temperature (also used for old and new log-probs)")
+    lr: float = opt(1e-4, "RL learning rate (AdamW)")
+    minibatches: int = opt(4, "optimizer steps per epoch over one rollout batch")
+    epochs: int = opt(4, "passes over one rollout batch; mu = minibatches * epochs updates per batch")
+    adv_std: bool = opt(True, "divide advantages by the group std (§1); --no-adv-std gives Dr. GRPO")
+    grad_clip: float = opt(1.0, "max global gradient norm")
+    eps_low: float = opt(0.2, "lower clip range: ratios below 1 - eps_low are clipped (§4)")
+    eps_high: float = opt(0.28, "upper clip range (clip-higher): ratios above 1 + eps_high are clipped (§4)")
+    clip_c: float = opt(3.0, "dual-clip constant c (§4 hard, §5 soft)")
+    # evaluation
+    eval_every: int = opt(20, "evaluate on held-out problems every this many RL steps")
+    eval_problems: int = opt(128, "held-out problems per evaluation")
+    eval_samples: int = opt(16, "samples per held-out problem (n of the pass@k estimator)")
+    k: int = opt(8, "k of pass@k (k <= eval_samples)")
+    log_every: int = opt(5, "write a metrics line every this many RL steps")
+
+    @property
+    def method_list(self) -> list[str]:
+        return [m.strip() for m in self.methods.split(",") if m.strip()]
+
+    @property
+    def seed_list(self) -> list[int]:
+        return [int(s) for s in self.seeds.split(",") if s.strip()]
+
+    @property
+    def mu(self) -> int:
+        return self.minibatches * self.epochs
+
+    def validate(self):
+        """Raise ValueError naming the flag of the first bad value."""
+        def need(ok, flag, what):
+            if not ok:
+                raise ValueError(f"--{flag} {what}")
+        bad = [m for m in self.method_list if m not in METHODS]
+        need(self.method_list and not bad, "methods", f"must name methods from {','.join(METHODS)} (got {self.methods!r})")
+        try:
+            seeds = self.seed_list
+        except ValueError:
+            seeds = None
+        need(seeds, "seeds", f"must be comma-separated integers (got {self.seeds!r})")
+        need(self.device == "auto" or self.device in ("cpu", "mps") or self.device.split(":")[0] == "cuda",
+             "device", f"must be auto, cpu, cuda, cuda:N or mps (got {self.device!r})")
+        for flag in ("digits", "n_layer", "n_head", "n_embd", "pretrain_steps", "pretrain_batch", "steps",
+                     "prompts", "minibatches", "epochs", "eval_every", "eval_problems", "eval_samples", "k",
+                     "log_every", "train_problems"):
+            need(getattr(self, flag) >= 1, flag.replace("_", "-"), f"must be >= 1 (got {getattr(self, flag)})")
+        need(self.operands >= 2, "operands", f"must be >= 2 (got {self.operands})")
+        need(self.ops and set(self.ops) <= set(rewards.OPS), "ops", f"must be a subset of {rewards.OPS!r} (got {self.ops!r})")
+        need(self.n_embd % self.n_head == 0, "n-embd", f"must be divisible by --n-head ({self.n_embd} % {self.n_head} != 0)")
+        need(self.group >= 2, "group", f"must be >= 2: a group of one has no advantage (got {self.group})")
+        need(self.temperature > 0, "temperature", f"must be > 0 (got {self.temperature})")
+        need(0 <= self.teacher_noise < 1, "teacher-noise", f"must be in [0, 1) (got {self.teacher_noise})")
+        need(self.lr > 0 and self.pretrain_lr > 0, "lr", f"and --pretrain-lr must be > 0 (got {self.lr}, {self.pretrain_lr})")
+        need(self.grad_clip > 0, "grad-clip", f"must be > 0 (got {self.grad_clip})")
+        need(0 < self.eps_low < 1, "eps-low", f"must be in (0, 1) (got {self.eps_low})")
+        need(0 < self.eps_high < 1, "eps-high", f"must be in (0, 1) (got {self.eps_high})")
+        need(self.clip_c > 1, "clip-c", f"must be > 1 (got {self.clip_c})")
+        need(self.k <= self.eval_samples, "k", f"must be <= --eval-samples (got {self.k} > {self.eval_samples})")
+        need(self.prompts * self.group >= self.minibatches, "minibatches",
+             f"must be <= prompts * group = {self.prompts * self.group} (got {self.minibatches})")
+
+
+def parse_config(argv=None) -> Config:
+    """Config from the command line: every field is a flag (--out-dir or --out-dir=...), with its help."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0],
+                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    for f in dataclasses.fields(Config):
+        flag = "--" + f.name.replace("_", "-")
+        if f.type is bool or f.type == "bool":
+            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=f.default, help=f.metadata["help"])
+        else:
+            parser.add_argument(flag, type=type(f.default), default=f.default, help=f.metadata["help"])
+    cfg = Config(**vars(parser.parse_args(argv)))
+    cfg.validate()
+    return cfg
+
+
+def pick_device(name: str) -> torch.device:
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError(f"--device {name}: CUDA is not available on this machine")
+    if name == "mps" and not torch.backends.mps.is_available():
+        raise ValueError("--device mps: MPS is not available on this machine")
+    return torch.device(name)
+
+
+# %% --- tokenizer: a tiktoken Encoding built from an in-code vocabulary (nothing is downloaded) ---
+VOCAB = "0123456789+-*= \n"  # one token per character: digits, operators, '=', space, newline
+BOS, EOS, PAD = len(VOCAB), len(VOCAB) + 1, len(VOCAB) + 2
+ENCODING = tiktoken.Encoding(
+    name="nano-aspo",
+    pat_str=r"[\s\S]",  # split into single characters, so no merges ever apply
+    mergeable_ranks={ch.encode(): i for i, ch in enumerate(VOCAB)},
+    special_tokens={"<|bos|>": BOS, "<|eos|>": EOS, "<|pad|>": PAD},
+)
+VOCAB_SIZE = ENCODING.n_vocab
+
+
+def encode(text: str) -> list[int]:
+    """Text -> token ids. tiktoken panics (a BaseException) on an unknown byte, so check first."""
+    if not isinstance(text, str):
+        raise ValueError(f"encode expects a str, got {type(text).__name__}")
+    for i, ch in enumerate(text):
+        if ch not in VOCAB:
+            raise ValueError(f"character {ch!r} at position {i} is not in the vocabulary {VOCAB!r}")
+    return ENCODING.encode_ordinary(text)
+
+
+def decode(ids) -> str:
+    """Token ids -> text; special tokens appear as <|bos|>, <|eos|>, <|pad|>."""
+    ids = [int(i) for i in ids]
+    bad = [i for i in ids if not 0 <= i < VOCAB_SIZE]
+    if bad:
+        raise ValueError(f"token id {bad[0]} is outside the vocabulary (0..{VOCAB_SIZE - 1})")
+    return ENCODING.decode(ids)
+
+
+def completion_text(ids) -> str:
+    """What the verifier sees: the completion up to (not including) its first end token."""
+    ids = [int(i) for i in ids]
+    return decode(ids[:ids.index(EOS)] if EOS in ids else ids)
+
+
+# %% --- sampling: G completions per prompt in one batch, with the KV cache ------------------------
+@dataclass
+class Rollout:
+    prompt_lens: torch.Tensor  # (B,) prompt length of each row, BOS included
+    sequences: torch.Tensor    # (B, L) prompt + completion, right-padded with PAD
+    tokens: torch.Tensor       # (B, T) completion tokens, PAD after the end token
+    mask: torch.Tensor         # (B, T) 1.0 for valid completion tokens, up to and including EOS
+    logp: torch.Tensor         # (B, T) fp32 log-prob of each sampled token under the sampling policy
+    entropy: torch.Tensor      # (B, T) fp32 entropy of the sampling distribution at each step
+
+
+@torch.no_grad()
+def sample(model: GPT, prompts: list[list[int]], max_new_tokens: int, temperature: float,
+           generator: torch.Generator) -> Rollout:
+    """Sample one completion per prompt row (repeat a prompt G times for a group).
+
+    Rows are bucketed by prompt length so that no prompt needs padding; each bucket is one batch
+    that is prefilled once and then extended one token at a time through the KV cache.
+    """
+    device = next(model.parameters()).device
+    B = len(prompts)
+    tokens = torch.full((B, max_new_tokens), PAD, dtype=torch.long, device=device)
+    mask = torch.zeros(B, max_new_tokens, device=device)
+    logps = torch.zeros(B, max_new_tokens, device=device)
+    ents = torch.zeros(B, max_new_tokens, device=device)
+    lens = torch.tensor([len(p) for p in prompts], device=device)
+    for length in sorted(set(lens.tolist())):
+        rows = (lens == length).nonzero().squeeze(1)
+        idx = torch.tensor([prompts[i] for i in rows.tolist()], dtype=torch.long, device=device)
+        cache = KVCache(model.config, len(rows), device)
+        logits = model(idx, cache)[:, -1]
+        alive = torch.ones(len(rows), dtype=torch.bool, device=device)
+        for t in range(max_new_tokens):
+            logp_all = F.log_softmax(logits.float() / temperature, dim=-1)  # (b, V)
+            tok = torch.multinomial(logp_all.exp(), 1, generator=generator).squeeze(1)
+            tokens[rows, t] = torch.where(alive, tok, PAD)
+            mask[rows, t] = alive.float()
+            logps[rows, t] = logp_all.gather(1, tok[:, None]).squeeze(1) * alive
+            ents[rows, t] = -(logp_all.exp() * logp_all).sum(-1) * alive
+            alive &= tok != EOS
+            if not alive.any() or t == max_new_tokens - 1:
+                break
+            logits = model(tok[:, None], cache)[:, -1]
+    L = int(lens.max()) + max_new_tokens
+    sequences = torch.full((B, L), PAD, dtype=torch.long, device=device)
+    for i, p in enumerate(prompts):
+        sequences[i, :len(p)] = torch.tensor(p, device=device)
+        sequences[i, len(p):len(p) + max_new_tokens] = tokens[i]
+    return Rollout(lens, sequences, tokens, mask, logps, ents)
+
+
+def token_logps(model: GPT, roll: Rollout, rows: torch.Tensor, temperature: float) -> torch.Tensor:
+    """Training path: log-probs (len(rows), T) of the completion tokens under the current model, by one
+    plain forward pass (no cache) over prompt + completion."""
+    seq = roll.sequences[rows]
+    logits = model(seq[:, :-1]).float() / temperature  # (b, L-1, V): position j predicts token j+1
+    T = roll.tokens.size(1)
+    pos = roll.prompt_lens[rows, None] - 1 + torch.arange(T, device=seq.device)  # (b, T)
+    pos = pos.clamp(max=logits.size(1) - 1)
+    logits = logits.gather(1, pos[..., None].expand(-1, -1, logits.size(-1)))  # (b, T, V)
+    return F.log_softmax(logits, dim=-1).gather(2, roll.tokens[rows][..., None]).squeeze(2)
+
+
+# %% --- advantages (§1) ----------------------------------------------------------------------------
+def group_advantages(rewards_: torch.Tensor, use_std: bool = True) -> torch.Tensor:
+    """rewards (P, G) -> advantages (P, G): reward minus its group mean, divided by the group std
+    (sample std, as verl) unless use_std is False (Dr. GRPO). A group of equal rewards gets zeros."""
+    centered = rewards_ - rewards_.mean(dim=1, keepdim=True)
+    if not use_std:
+        return centered
+    return centered / (rewards_.std(dim=1, keepdim=True) + 1e-6)
+
+
+# %% --- the losses, side by side (§3-§5) -----------------------------------------------------------
+# Each loss is L = -(1/N) sum_t A_t * (something whose gradient is w_t * grad logp_t), N = valid tokens.
+# What differs between methods is only the weight w_t(r_t, sign A_t):
+#   method  A > 0                                     A < 0
+#   grpo    r (r <= 1+eps_high), else 0               r (1-eps_low <= r <= c), else 0
+#   aspo    1/r (1/c <= r <= 1+eps_high), c (r < 1/c), 0 above   r (1-eps_low <= r <= c), c (r > c), 0 below
+#   nois    1 where grpo's weight is r, else 0        (the ASPO paper's "no IS" ablation)
+def policy_loss(method: str, logp: torch.Tensor, old_logp: torch.Tensor, advantages: torch.Tensor,
+                mask: torch.Tensor, eps_low: float = 0.2, eps_high: float = 0.28, clip_c: float = 3.0):
+    """logp, old_logp, mask: (B, T); advantages: (B,). Returns (token-mean loss, metrics dict)."""
+    A = advantages[:, None].expand_as(logp)  # (B, T): every token of a completion shares its advantage
+    ratio = (logp - old_logp).clamp(-20.0, 20.0).exp()  # r_t of §2, log-ratio clamped as the reference does
+    pos, neg = A > 0, A < 0
+    # PPO-clip with clip-higher (§4): min(r A, clip(r) A), written as a max over losses
+    ppo = torch.maximum(-A * ratio, -A * ratio.clamp(1 - eps_low, 1 + eps_high))
+    if method == "grpo":
+        # §4 dual-clip: for A < 0 the loss is capped at -c A, so r > c gets no gradient
+        per_token = torch.where(neg, torch.minimum(ppo, -A * clip_c), ppo)
+    elif method == "aspo":
+        # §5 positive tokens: p = min(r, 1+eps_high); loss -A (p/sg p)/sg p has value -A/p and gradient
+        # weight 1/r (zero where p is the constant 1+eps_high). Negative tokens keep the PPO-clip term.
+        p = ratio.clamp(max=1 + eps_high)
+        flipped = -A * (p / p.detach()) / p.detach()
+        per_token = torch.where(pos, flipped, ppo)
+        # §5 soft dual-clip: where the weight would exceed c, use -A c logp (gradient weight exactly c)
+        soft = (pos & (ratio < 1 / clip_c)) | (neg & (ratio > clip_c))
+        per_token = torch.where(soft, -A * clip_c * logp, per_token)
+    elif method == "nois":
+        # no importance weight: w = 1 wherever grpo's weight is r, 0 wherever grpo clips
+        keep = torch.where(pos, ratio <= 1 + eps_high, (ratio >= 1 - eps_low) & (ratio <= clip_c))
+        per_token = -A * (logp - logp.detach()).exp() * keep
+    else:
+        raise ValueError(f"unknown method {method!r}; expected one of {', '.join(METHODS)}")
+    n_valid = mask.sum().clamp(min=1)
+    loss = (per_token * mask).sum() / n_valid
+    return loss, ratio_metrics(ratio.detach(), A, mask, eps_low, eps_high, clip_c)
+
+
+@torch.no_grad()
+def ratio_metrics(ratio, A, mask, eps_low, eps_high, clip_c) -> dict:
+    """Clip fractions (low, high, dual) and ratio statistics, split by the sign of the advantage (§7).
+    'dual' is r > c for A < 0 and r < 1/c for A > 0: where grpo cuts the gradient and aspo gives it c."""
+    valid = mask > 0
+    m = {"abs_log_ratio": (ratio[valid].log().abs().mean().item() if valid.any() else 0.0)}
+    for name, sign in (("pos", A > 0), ("neg", A < 0)):
+        r = ratio[valid & sign]
+        if r.numel() == 0:
+            continue
+        dual = r < 1 / clip_c if name == "pos" else r > clip_c
+        m.update({f"clip_low_{name}": (r < 1 - eps_low).float().mean().item(),
+                  f"clip_high_{name}": (r > 1 + eps_high).float().mean().item(),
+                  f"clip_dual_{name}": dual.float().mean().item(),
+                  f"below1_{name}": (r < 1).float().mean().item(),
+                  f"ratio_min_{name}": r.min().item(), f"ratio_mean_{name}": r.mean().item(),
+                  f"ratio_max_{name}": r.max().item()})
+    return m
+
+
+# %% --- pretraining: the supervised stage that makes a stochastic, partly-right start policy -------
+def prompt_ids(problem: rewards.Problem) -> list[int]:
+    return [BOS] + encode(problem.prompt)
+
+
+def max_new_tokens(cfg: Config) -> int:
+    """Room for the longest possible answer of the task, plus the end token and 2 spare tokens."""
+    top = 10 ** cfg.digits - 1
+    longest = max(len(str(rewards.evaluate([top] * cfg.operands, op * (cfg.operands - 1)))) + (op == "-")
+                  for op in cfg.ops)
+    return longest + 3
+
+
+def block_size(cfg: Config) -> int:
+    return 1 + cfg.operands * (cfg.digits + 1) + max_new_tokens(cfg)
+
+
+def model_config(cfg: Config) -> GPTConfig:
+    return GPTConfig(vocab_size=VOCAB_SIZE, block_size=block_size(cfg), n_layer=cfg.n_layer,
+                     n_head=cfg.n_head, n_embd=cfg.n_embd)
+
+
+PRETRAIN_FIELDS = ("digits", "operands", "ops", "train_problems", "n_layer", "n_head", "n_embd",
+                   "teacher_noise", "pretrain_steps", "pretrain_batch", "pretrain_lr", "pretrain_seed")
+
+
+def pretrain_key(cfg: Config) -> dict:
+    """Everything that shapes the pretrained checkpoint: its settings and the code that makes it."""
+    code = "".join(Path(__file__).with_name(f).read_text() for f in ("model.py", "rewards.py"))
+    code += inspect.getsource(pretrain) + inspect.getsource(teacher_batch) + VOCAB
+    return {"settings": {f: getattr(cfg, f) for f in PRETRAIN_FIELDS},
+            "code_sha256": hashlib.sha256(code.encode()).hexdigest()}
+
+
+def teacher_batch(problems, batch, rng: random.Random, noise: float, device):
+    """A supervised batch: BOS prompt answer EOS, the answer corrupted with probability `noise`.
+    Returns inputs (b, L), targets (b, L) with -100 where no loss applies (prompt and padding)."""
+    seqs, starts = [], []
+    for pr in rng.choices(problems, k=batch):
+        answer = rewards.corrupt(pr.answer, rng) if rng.random() < noise else pr.answer
+        p = prompt_ids(pr)
+        seqs.append(p + encode(answer) + [EOS])
+        starts.append(len(p))
+    L = max(map(len, seqs))
+    x = torch.full((batch, L), PAD, dtype=torch.long)
+    for i, s in enumerate(seqs):
+        x[i, :len(s)] = torch.tensor(s)
+    y = x[:, 1:].clone()
+    for i, (s, start) in enumerate(zip(seqs, starts)):
+        y[i, :start - 1] = -100  # only the completion (answer and EOS) is learned
+        y[i, len(s) - 1:] = -100
+    return x[:, :-1].to(device), y.to(device)
+
+
+def pretrain(cfg: Config, device, log=print) -> GPT:
+    torch.manual_seed(cfg.pretrain_seed)
+    rng = random.Random(cfg.pretrain_seed)
+    problems = rewards.make_problems(cfg.train_problems, cfg.pretrain_seed, "train", cfg.digits, cfg.operands, cfg.ops)
+    model = GPT(model_config(cfg)).to(device)
+    log(f"pretraining a {model.num_params():,}-parameter GPT for {cfg.pretrain_steps} steps "
+        f"(teacher noise {cfg.teacher_noise})")
+    opt_ = torch.optim.AdamW(model.parameters(), lr=cfg.pretrain_lr, weight_decay=0.01, betas=(0.9, 0.98))
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt_, max_lr=cfg.pretrain_lr, total_steps=cfg.pretrain_steps,
+                                                pct_start=0.05)
+    for step in range(cfg.pretrain_steps):
+        x, y = teacher_batch(problems, cfg.pretrain_batch, rng, cfg.teacher_noise, device)
+        loss = F.cross_entropy(model(x).flatten(0, 1), y.flatten(), ignore_index=-100)
+        opt_.zero_grad(set_to_none=True)
+        loss.backward()
+        opt_.step()
+        sched.step()
+        if step % 200 == 0 or step == cfg.pretrain_steps - 1:
+            log(f"  pretrain step {step:4d}  loss {loss.item():.3f}")
+    return model
+
+
+def load_or_pretrain(cfg: Config, device, log=print) -> tuple[GPT, Path, float]:
+    """The pretrained model, from <out_dir>/pretrained-<hash>.pt if a checkpoint with exactly these
+    settings exists, else trained now and cached. Returns (model, path, seconds spent training)."""
+    key = pretrain_key(cfg)
+    digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
+    path = Path(cfg.out_dir) / f"pretrained-{digest}.pt"
+    model = GPT(model_config(cfg)).to(device)
+    if path.exists():
+        try:
+            ckpt = torch.load(path, map_location=device, weights_only=True)
+            if not isinstance(ckpt, dict) or ckpt.get("key") != key:
+                raise ValueError("its key does not match these settings")
+            model.load_state_dict(ckpt["model"])
+        except Exception as e:  # unpickling errors, missing or mis-shaped tensors, foreign files
+            raise RuntimeError(f"{path}: corrupt or foreign checkpoint ({type(e).__name__}: "
+                               f"{str(e).splitlines()[0][:120] if str(e) else ''}); delete it to rebuild") from None
+        log(f"loaded pretrained checkpoint {path}")
+        return model, path, 0.0
+    t0 = time.time()
+    model = pretrain(cfg, device, log)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save({"key": key, "model": model.state_dict()}, path)
+    log(f"saved pretrained checkpoint {path}")
+    return model, path, time.time() - t0
+
+
+# %% --- evaluation: pass@1, pass@k, entropy and dead groups on held-out problems -------------------
+def pass_at_k(n: int, c: int, k: int) -> float:
+    """Unbiased pass@k from n samples of which c are correct (Chen et al. 2021): 1 - C(n-c,k)/C(n,k)."""
+    return 1.0 if n - c < k else 1.0 - math.comb(n - c, k) / math.comb(n, k)
+
+
+def rollout_and_score(model, problems, n, cfg: Config, generator):
+    """n completions per problem; rewards (len(problems), n), the Rollout, and the decoded texts."""
+    prompts = [prompt_ids(p) for p in problems for _ in range(n)]
+    roll = sample(model, prompts, max_new_tokens(cfg), cfg.temperature, generator)
+    texts = [completion_text(row) for row in roll.tokens.tolist()]
+    r = [rewards.score(problems[i // n], t) for i, t in enumerate(texts)]
+    return torch.tensor(r, device=roll.mask.device).view(len(problems), n), roll, texts
+
+
+def group_stats(rewards_: torch.Tensor, roll: Rollout, texts: list[str], n: int) -> dict:
+    """Metrics of §7 that any batch of groups has: reward, entropy, dead groups, distinct completions."""
+    groups = [texts[i:i + n] for i in range(0, len(texts), n)]
+    return {"reward": rewards_.mean().item(),
+            "entropy": ((roll.entropy * roll.mask).sum() / roll.mask.sum()).item(),
+            "dead_groups": (rewards_.std(dim=1) == 0).float().mean().item(),
+            "distinct": sum(len(set(g)) for g in groups) / len(groups)}
+
+
+@torch.no_grad()
+def evaluate(model, problems, cfg: Config, seed: int, show: int = 0) -> dict:
+    """Held-out metrics with a fixed sampling seed, so two methods are compared on equal draws."""
+    gen = torch.Generator(device=next(model.parameters()).device).manual_seed(seed)
+    r, roll, texts = rollout_and_score(model, problems, cfg.eval_samples, cfg, gen)
+    correct = r.sum(dim=1).long().tolist()
+    m = {f"eval_{k}": v for k, v in group_stats(r, roll, texts, cfg.eval_samples).items()}
+    m["eval_pass@1"] = sum(pass_at_k(cfg.eval_samples, c, 1) for c in correct) / len(correct)
+    m[f"eval_pass@{cfg.k}"] = sum(pass_at_k(cfg.eval_samples, c, cfg.k) for c in correct) / len(correct)
+    m["samples"] = [(problems[i].prompt, problems[i].answer, texts[i * cfg.eval_samples:(i + 1) * cfg.eval_samples][:8])
+                    for i in range(show)]
+    return m
+
+
+def headline(m: dict, k: int) -> dict:
+    """The held-out numbers summary.json keeps for the start and the end of each run."""
+    return {"entropy": m["eval_entropy"], "pass@1": m["eval_pass@1"], "pass@k": m[f"eval_pass@{k}"], "k": k,
+            "dead_groups": m["eval_dead_groups"], "distinct": m["eval_distinct"], "reward": m["eval_reward"]}
+
+
+# %% --- the RL loop -----------------------------------------------------------------------------------
+class NonFiniteLoss(RuntimeError):
+    pass
+
+
+def rl_step(model, opt_, batch_problems, cfg: Config, method: str, gen: torch.Generator) -> tuple[dict, dict]:
+    """One rollout batch and mu = minibatches x epochs optimizer steps on it. Returns (metrics, timings).
+
+    Why mu > 1 matters: the first minibatch is on-policy (r = 1 exactly, every method gives the same
+    gradient, §2); only from the second update on does pi_theta differ from pi_old, r moves, and the
+    methods' weights w(r) differ (§3-§5). mu is how far off-policy each batch is trained.
+    """
+    t0 = time.time()
+    model.eval()
+    r, roll, texts = rollout_and_score(model, batch_problems, cfg.group, cfg, gen)
+    adv = group_advantages(r, cfg.adv_std).flatten()  # (B,)
+    t1 = time.time()
+    metrics = group_stats(r, roll, texts, cfg.group)
+    B = adv.numel()
+    sums, last = {}, {}
+    model.train()
+    for epoch in range(cfg.epochs):
+        perm = torch.randperm(B, generator=gen, device=gen.device).to(adv.device)
+        for i, rows in enumerate(perm.chunk(cfg.minibatches)):
+            logp = token_logps(model, roll, rows, cfg.temperature)
+            mask = roll.mask[rows]
+            if epoch == 0 and i == 0:
+                # old_logp is the sampler's, from the same model state, precision and temperature (§2)
+                drift = ((logp - roll.logp[rows]).abs() * mask).max().item()
+                assert drift < 1e-5, f"first minibatch is not on-policy: max |log r| = {drift:.2e}"
+            loss, m = policy_loss(method, logp, roll.logp[rows], adv[rows], mask, cfg.eps_low, cfg.eps_high, cfg.clip_c)
+            if not torch.isfinite(loss):
+                raise NonFiniteLoss(f"non-finite loss ({loss.item()}) at minibatch {i} of epoch {epoch}")
+            opt_.zero_grad(set_to_none=True)
+            loss.backward()
+            metrics["grad_norm"] = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip).item()
+            opt_.step()
+            for k_, v in m.items():
+                sums.setdefault(k_, []).append(v)
+            last = m
+    metrics.update({k_: sum(v) / len(v) for k_, v in sums.items()})  # mean over the mu updates
+    metrics.update({f"last_{k_}": last[k_] for k_ in ("abs_log_ratio", "below1_pos", "clip_dual_pos") if k_ in last})
+    return metrics, {"rollout_s": t1 - t0, "update_s": time.time() - t1}
+
+
+def console_line(method, seed, step, m, k) -> str:
+    ev = (f"pass@1 {m['eval_pass@1']:.3f} pass@{k} {m[f'eval_pass@{k}']:.3f} ent {m['eval_entropy']:.3f}"
+          if "eval_pass@1" in m else "")
+    return (f"{method:4s} s{seed:<3d} step {step:4d} | reward {m['reward']:.3f} ent {m['entropy']:.3f} "
+            f"dead {m['dead_groups']:.2f} |log r| {m.get('abs_log_ratio', 0):.3f} "
+            f"clip+ {m.get('clip_high_pos', 0):.3f} dual+ {m.get('clip_dual_pos', 0):.3f} | {ev}")
+
+
+def show_samples(method, samples):
+    for prompt, answer, outs in samples:
+        marks = " ".join(f"{o or '∅'}{'✓' if o.strip() == answer else '✗'}" for o in outs)
+        print(f"      {method:4s} {prompt}{answer:<6s} -> {marks}")
+
+
+def train_rl(base_state, cfg: Config, method: str, seed: int, device, train_pool, test_set, initial,
+             log_file) -> dict:
+    """One RL run from the pretrained state. Returns its summary entry (and writes metrics lines)."""
+    model = GPT(model_config(cfg)).to(device)
+    model.load_state_dict(base_state)
+    torch.manual_seed(seed)
+    opt_ = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=0.0)
+    prompt_rng = random.Random(seed)  # same prompt stream for every method of this seed: paired runs
+    gen = torch.Generator(device=device)
+    timings = {"rollout_s": 0.0, "update_s": 0.0, "eval_s": 0.0}
+    run = {"method": method, "seed": seed, "initial": headline(initial, cfg.k), "final": None}
+    for step in range(1, cfg.steps + 1):
+        gen.manual_seed(1_000_003 * seed + step)  # same sampling stream for every method
+        batch = prompt_rng.sample(train_pool, cfg.prompts)
+        try:
+            m, t = rl_step(model, opt_, batch, cfg, method, gen)
+        except NonFiniteLoss as e:
+            run["error"] = f"{method} seed {seed}: {e} at step {step}; metrics so far are in {log_file.name}"
+            print(f"error: {run['error']}", file=sys.stderr)
+            break
+        for k_, v in t.items():
+            timings[k_] += v
+        if step % cfg.eval_every == 0 or step == cfg.steps:
+            t0 = time.time()
+            ev = evaluate(model, test_set, cfg, seed=seed * 7919 + 1, show=0 if cfg.quiet else 3)
+            timings["eval_s"] += time.time() - t0
+            m.update(ev)
+            run["final"] = headline(ev, cfg.k)
+        if step % cfg.log_every == 0 or step == cfg.steps or "samples" in m:
+            samples = m.pop("samples", [])
+            print(console_line(method, seed, step, m, cfg.k))
+            show_samples(method, samples)
+            log_file.write(json.dumps({"method": method, "seed": seed, "step": step, **m}) + "\n")
+            log_file.flush()
+    run["timings"] = timings
+    return run
+
+
+# %% --- the comparison ---------------------------------------------------------------------------------
+def mean(xs):
+    return sum(xs) / len(xs) if xs else float("nan")
+
+
+def criteria(runs: list[dict]) -> list[tuple[str, bool]]:
+    """The demonstration's four criteria (issue 3), evaluated on the runs' held-out numbers."""
+    by = {(r["method"], r["seed"]): r for r in runs if r["final"]}
+    seeds = sorted({s for (m, s) in by if (("grpo", s) in by and ("aspo", s) in by)})
+    if not seeds:
+        return []
+    g = [by["grpo", s] for s in seeds]
+    a = [by["aspo", s] for s in seeds]
+    fin = lambda rs, key: mean([r["final"][key] for r in rs])
+    return [
+        ("(a) GRPO mean final entropy <= 0.5 x its initial", fin(g, "entropy") <= 0.5 * mean([r["initial"]["entropy"] for r in g])),
+        ("(b) ASPO final entropy >= 1.5 x GRPO's, every seed", all(x["final"]["entropy"] >= 1.5 * y["final"]["entropy"] for x, y in zip(a, g))),
+        ("(c) ASPO mean final pass@k >= GRPO's + 0.03", fin(a, "pass@k") >= fin(g, "pass@k") + 0.03),
+        ("(d) ASPO mean final pass@1 >= GRPO's - 0.01", fin(a, "pass@1") >= fin(g, "pass@1") - 0.01),
+    ]
+
+
+def print_table(runs: list[dict], k: int):
+    print(f"\n{'method':6s} {'seeds':>5s} | {'entropy':>15s} | {'pass@1':>13s} | {'pass@' + str(k):>13s} | {'dead groups':>13s}")
+    for method in dict.fromkeys(r["method"] for r in runs):
+        rs = [r for r in runs if r["method"] == method and r["final"]]
+        if not rs:
+            continue
+        cells = [f"{mean([r['initial'][key] for r in rs]):.3f} -> {mean([r['final'][key] for r in rs]):.3f}"
+                 for key in ("entropy", "pass@1", "pass@k", "dead_groups")]
+        print(f"{method:6s} {len(rs):5d} | {cells[0]:>15s} | {cells[1]:>13s} | {cells[2]:>13s} | {cells[3]:>13s}")
+    for name, ok in criteria(runs):
+        print(f"  {'PASS' if ok else 'FAIL'}  {name}")
+
+
+def main(argv=None) -> int:
+    try:
+        cfg = parse_config(argv)
+        device = pick_device(cfg.device)
+    except ValueError as e:
+        print(f"nano_aspo.py: error: {e}", file=sys.stderr)
+        return 2
+    t_start = time.time()
+    out = Path(cfg.out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    try:
+        model, ckpt, pretrain_s = load_or_pretrain(cfg, device)
+    except RuntimeError as e:
+        print(f"nano_aspo.py: error: {e}", file=sys.stderr)
+        return 1
+    print(f"device {device}, model {model.num_params():,} parameters, mu = {cfg.mu} updates per rollout batch")
+    base_state = {k: v.clone() for k, v in model.state_dict().items()}
+    train_pool = rewards.make_problems(cfg.train_problems, cfg.pretrain_seed, "train", cfg.digits, cfg.operands, cfg.ops)
+    test_set = rewards.make_problems(cfg.eval_problems, 0, "test", cfg.digits, cfg.operands, cfg.ops)
+    runs, status = [], 0
+    summary = lambda: {"config": dataclasses.asdict(cfg), "wall_time_s": time.time() - t_start,
+                       "pretrain_s": pretrain_s, "checkpoint": str(ckpt), "runs": runs}
+    with open(out / "metrics.jsonl", "w") as log_file:
+        try:
+            for seed in cfg.seed_list:
+                t0 = time.time()
+                initial = evaluate(model, test_set, cfg, seed=seed * 7919 + 1, show=0 if cfg.quiet else 3)
+                init_s = time.time() - t0
+                print(f"seed {seed} start: pass@1 {initial['eval_pass@1']:.3f} pass@{cfg.k} "
+                      f"{initial[f'eval_pass@{cfg.k}']:.3f} entropy {initial['eval_entropy']:.3f}")
+                show_samples("init", initial.pop("samples"))
+                for method in cfg.method_list:
+                    log_file.write(json.dumps({"method": method, "seed": seed, "step": 0, **initial}) + "\n")
+                    run = train_rl(base_state, cfg, method, seed, device, train_pool, test_set, initial, log_file)
+                    run["timings"]["initial_eval_s"] = init_s
+                    runs.append(run)
+                    status |= "error" in run
+        except KeyboardInterrupt:
+            print(f"\ninterrupted: metrics so far are in {out / 'metrics.jsonl'}", file=sys.stderr)
+            status = 130
+    (out / "summary.json").write_text(json.dumps(summary(), indent=2))
+    print_table(runs, cfg.k)
+    print(f"wall time {time.time() - t_start:.1f}s; wrote {out / 'metrics.jsonl'} and {out / 'summary.json'}")
+    return status
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,98 @@
+"""The task and its verifier: seeded arithmetic problems and a strict 0/1 reward.
+
+A problem is a prompt such as "407+38=" and a canonical answer such as "445". The model sees the
+prompt and writes a completion; `score` gives 1.0 if the completion is exactly the answer and 0.0
+otherwise. The verifier never evaluates text (no eval/exec) and never raises.
+"""
+import hashlib
+import random
+from dataclasses import dataclass
+
+OPS = "+-*"  # the operators a problem may use
+TEST_PERCENT = 10  # share of all possible prompts that belong to the held-out split
+
+
+@dataclass(frozen=True)
+class Problem:
+    prompt: str  # the text the model is conditioned on, e.g. "407+38="
+    answer: str  # the canonical correct completion, e.g. "445"
+
+    def accepts(self, text: str) -> bool:
+        """True if `text` (already stripped) is a correct answer. A task with several correct answers
+        (or a scratchpad whose last line is the answer) overrides this, and `score` stays the same."""
+        return text == self.answer
+
+
+def evaluate(operands: list[int], ops: str) -> int:
+    """Value of operands[0] ops[0] operands[1] ... with the usual precedence (* before + and -)."""
+    terms, signs = [operands[0]], [1]
+    for op, x in zip(ops, operands[1:]):
+        if op == "*":
+            terms[-1] *= x
+        else:
+            terms.append(x)
+            signs.append(1 if op == "+" else -1)
+    return sum(s * t for s, t in zip(signs, terms))
+
+
+def split_of(prompt: str) -> str:
+    """'test' or 'train', decided by a hash of the prompt alone: the two splits are disjoint by
+    construction, whatever seed or count generated them."""
+    h = int.from_bytes(hashlib.blake2b(prompt.encode(), digest_size=8).digest(), "big")
+    return "test" if h % 100 < TEST_PERCENT else "train"
+
+
+def make_problems(n: int, seed: int, split: str = "train", digits: int = 2, operands: int = 2,
+                  ops: str = "+") -> list[Problem]:
+    """n distinct problems of the given split, deterministic in (seed, split, difficulty).
+
+    Difficulty knobs: `digits` (each operand is uniform in [0, 10**digits)), `operands` (how many
+    numbers), `ops` (the operators to draw from, a subset of "+-*").
+    """
+    if split not in ("train", "test"):
+        raise ValueError(f"split must be 'train' or 'test', got {split!r}")
+    if n < 0 or digits < 1 or operands < 2:
+        raise ValueError(f"need n >= 0, digits >= 1, operands >= 2 (got n={n}, digits={digits}, operands={operands})")
+    if not ops or any(op not in OPS for op in ops):
+        raise ValueError(f"ops must be a non-empty subset of {OPS!r}, got {ops!r}")
+    rng = random.Random(f"{seed}/{split}/{digits}/{operands}/{ops}")
+    seen, problems = set(), []
+    for _ in range(50 * n + 1000):  # bounded: a problem space too small for n distinct problems is an error
+        if len(problems) == n:
+            return problems
+        xs = [rng.randrange(10 ** digits) for _ in range(operands)]
+        os_ = "".join(rng.choice(ops) for _ in range(operands - 1))
+        prompt = "".join(f"{x}{o}" for x, o in zip(xs, os_)) + f"{xs[-1]}="
+        if prompt in seen or split_of(prompt) != split:
+            continue
+        seen.add(prompt)
+        problems.append(Problem(prompt, str(evaluate(xs, os_))))
+    if len(problems) < n:
+        raise ValueError(f"could not find {n} distinct {split} problems with digits={digits}, operands={operands}, ops={ops!r}")
+    return problems
+
+
+def corrupt(answer: str, rng: random.Random) -> str:
+    """A plausible wrong answer: one digit of `answer` replaced by a different digit (the imperfect
+    teacher of the pretraining stage). Keeps the format valid: no leading zero is introduced."""
+    digit_positions = [i for i, ch in enumerate(answer) if ch.isdigit()]
+    i = rng.choice(digit_positions)
+    lowest = "1" if (i == 0 or answer[:i] == "-") and len(answer) - i > 1 else "0"
+    choices = [d for d in "0123456789" if d != answer[i] and d >= lowest]
+    return answer[:i] + rng.choice(choices) + answer[i + 1:]
+
+
+_SURROUNDING = " \n"  # the only characters stripped from both ends of a completion
+
+
+def score(problem: Problem, completion: str) -> float:
+    """1.0 if the completion is a correct answer, else 0.0. Never raises, never evaluates text.
+
+    Rules (strict): the completion is the text the model wrote before its end token. Spaces and
+    newlines at both ends are ignored; what remains must be exactly the canonical answer: decimal
+    ASCII digits with an optional leading '-', no leading zeros ("07" is wrong, "0" is right), no
+    '+', no inner whitespace, nothing after the number. Anything that is not a str scores 0.0.
+    """
+    if not isinstance(completion, str) or not isinstance(problem, Problem):
+        return 0.0
+    return 1.0 if problem.accepts(completion.strip(_SURROUNDING)) else 0.0
