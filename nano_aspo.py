@@ -13,6 +13,7 @@ import argparse
 import dataclasses
 import hashlib
 import inspect
+import itertools
 import json
 import math
 import random
@@ -204,11 +205,12 @@ class Rollout:
 
 @torch.no_grad()
 def sample(model: GPT, prompts: list[list[int]], max_new_tokens: int, temperature: float,
-           generator: torch.Generator) -> Rollout:
+           generator: torch.Generator, use_cache: bool = True) -> Rollout:
     """Sample one completion per prompt row (repeat a prompt G times for a group).
 
     Rows are bucketed by prompt length so that no prompt needs padding; each bucket is one batch
     that is prefilled once and then extended one token at a time through the KV cache.
+    use_cache=False recomputes the whole sequence at every step instead (bench.py compares the two).
     """
     device = next(model.parameters()).device
     B = len(prompts)
@@ -220,7 +222,7 @@ def sample(model: GPT, prompts: list[list[int]], max_new_tokens: int, temperatur
     for length in sorted(set(lens.tolist())):
         rows = (lens == length).nonzero().squeeze(1)
         idx = torch.tensor([prompts[i] for i in rows.tolist()], dtype=torch.long, device=device)
-        cache = KVCache(model.config, len(rows), device)
+        cache = KVCache(model.config, len(rows), device) if use_cache else None
         logits = model(idx, cache)[:, -1]
         alive = torch.ones(len(rows), dtype=torch.bool, device=device)
         for t in range(max_new_tokens):
@@ -233,7 +235,11 @@ def sample(model: GPT, prompts: list[list[int]], max_new_tokens: int, temperatur
             alive &= tok != EOS
             if not alive.any() or t == max_new_tokens - 1:
                 break
-            logits = model(tok[:, None], cache)[:, -1]
+            if use_cache:
+                logits = model(tok[:, None], cache)[:, -1]
+            else:
+                idx = torch.cat([idx, tok[:, None]], dim=1)
+                logits = model(idx)[:, -1]
     L = int(lens.max()) + max_new_tokens
     sequences = torch.full((B, L), PAD, dtype=torch.long, device=device)
     for i, p in enumerate(prompts):
@@ -323,15 +329,23 @@ def ratio_metrics(ratio, A, mask, eps_low, eps_high, clip_c) -> dict:
 
 
 # %% --- pretraining: the supervised stage that makes a stochastic, partly-right start policy -------
+def task_problems(cfg: Config, split: str) -> list[rewards.Problem]:
+    """The training pool (pretraining and RL prompts) or the fixed held-out evaluation set."""
+    if split == "train":
+        return rewards.make_problems(cfg.train_problems, cfg.pretrain_seed, "train", cfg.digits, cfg.operands, cfg.ops)
+    return rewards.make_problems(cfg.eval_problems, 0, "test", cfg.digits, cfg.operands, cfg.ops)
+
+
 def prompt_ids(problem: rewards.Problem) -> list[int]:
     return [BOS] + encode(problem.prompt)
 
 
 def max_new_tokens(cfg: Config) -> int:
-    """Room for the longest possible answer of the task, plus the end token and 2 spare tokens."""
+    """Room for the longest possible answer of the task, plus the end token and 2 spare tokens.
+    |value| is at most the expression with every '-' read as '+' and every operand at its maximum."""
     top = 10 ** cfg.digits - 1
-    longest = max(len(str(rewards.evaluate([top] * cfg.operands, op * (cfg.operands - 1)))) + (op == "-")
-                  for op in cfg.ops)
+    seqs = itertools.product(cfg.ops.replace("-", "+") or "+", repeat=cfg.operands - 1)
+    longest = max(len(str(rewards.evaluate([top] * cfg.operands, "".join(s)))) for s in seqs) + ("-" in cfg.ops)
     return longest + 3
 
 
@@ -351,8 +365,9 @@ PRETRAIN_FIELDS = ("digits", "operands", "ops", "train_problems", "n_layer", "n_
 def pretrain_key(cfg: Config) -> dict:
     """Everything that shapes the pretrained checkpoint: its settings and the code that makes it."""
     code = "".join(Path(__file__).with_name(f).read_text() for f in ("model.py", "rewards.py"))
-    code += inspect.getsource(pretrain) + inspect.getsource(teacher_batch) + VOCAB
+    code += inspect.getsource(pretrain) + inspect.getsource(teacher_batch) + inspect.getsource(task_problems) + VOCAB
     return {"settings": {f: getattr(cfg, f) for f in PRETRAIN_FIELDS},
+            "model": dataclasses.asdict(model_config(cfg)),
             "code_sha256": hashlib.sha256(code.encode()).hexdigest()}
 
 
@@ -379,7 +394,7 @@ def teacher_batch(problems, batch, rng: random.Random, noise: float, device):
 def pretrain(cfg: Config, device, log=print) -> GPT:
     torch.manual_seed(cfg.pretrain_seed)
     rng = random.Random(cfg.pretrain_seed)
-    problems = rewards.make_problems(cfg.train_problems, cfg.pretrain_seed, "train", cfg.digits, cfg.operands, cfg.ops)
+    problems = task_problems(cfg, "train")
     model = GPT(model_config(cfg)).to(device)
     log(f"pretraining a {model.num_params():,}-parameter GPT for {cfg.pretrain_steps} steps "
         f"(teacher noise {cfg.teacher_noise})")
@@ -484,21 +499,27 @@ def rl_step(model, opt_, batch_problems, cfg: Config, method: str, gen: torch.Ge
     model.eval()
     r, roll, texts = rollout_and_score(model, batch_problems, cfg.group, cfg, gen)
     adv = group_advantages(r, cfg.adv_std).flatten()  # (B,)
+    B = adv.numel()
+    with torch.no_grad():
+        # old_logp: the same model state, precision (fp32) and temperature that sampled, through the
+        # training path. The sampler's own log-probs agree to ~1e-5 (cached vs uncached kernels sum in
+        # a different order); recomputing makes the first minibatch's ratio exactly 1, as in verl.
+        old_logp = token_logps(model, roll, torch.arange(B, device=adv.device), cfg.temperature)
     t1 = time.time()
     metrics = group_stats(r, roll, texts, cfg.group)
-    B = adv.numel()
+    metrics["sampler_mismatch"] = ((old_logp - roll.logp).abs() * roll.mask).max().item()
     sums, last = {}, {}
     model.train()
     for epoch in range(cfg.epochs):
         perm = torch.randperm(B, generator=gen, device=gen.device).to(adv.device)
-        for i, rows in enumerate(perm.chunk(cfg.minibatches)):
+        for i, rows in enumerate(perm.tensor_split(cfg.minibatches)):  # exactly `minibatches` pieces
             logp = token_logps(model, roll, rows, cfg.temperature)
             mask = roll.mask[rows]
             if epoch == 0 and i == 0:
-                # old_logp is the sampler's, from the same model state, precision and temperature (§2)
-                drift = ((logp - roll.logp[rows]).abs() * mask).max().item()
+                # no update has happened yet, so pi_theta == pi_old and every ratio is 1 (§2)
+                drift = ((logp - old_logp[rows]).abs() * mask).max().item()
                 assert drift < 1e-5, f"first minibatch is not on-policy: max |log r| = {drift:.2e}"
-            loss, m = policy_loss(method, logp, roll.logp[rows], adv[rows], mask, cfg.eps_low, cfg.eps_high, cfg.clip_c)
+            loss, m = policy_loss(method, logp, old_logp[rows], adv[rows], mask, cfg.eps_low, cfg.eps_high, cfg.clip_c)
             if not torch.isfinite(loss):
                 raise NonFiniteLoss(f"non-finite loss ({loss.item()}) at minibatch {i} of epoch {epoch}")
             opt_.zero_grad(set_to_none=True)
@@ -610,15 +631,14 @@ def main(argv=None) -> int:
     t_start = time.time()
     out = Path(cfg.out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    try:
+    try:  # a problem space too small for the requested counts, or a bad checkpoint: one line, no traceback
+        train_pool, test_set = task_problems(cfg, "train"), task_problems(cfg, "test")
         model, ckpt, pretrain_s = load_or_pretrain(cfg, device)
-    except RuntimeError as e:
+    except (ValueError, RuntimeError) as e:
         print(f"nano_aspo.py: error: {e}", file=sys.stderr)
         return 1
     print(f"device {device}, model {model.num_params():,} parameters, mu = {cfg.mu} updates per rollout batch")
     base_state = {k: v.clone() for k, v in model.state_dict().items()}
-    train_pool = rewards.make_problems(cfg.train_problems, cfg.pretrain_seed, "train", cfg.digits, cfg.operands, cfg.ops)
-    test_set = rewards.make_problems(cfg.eval_problems, 0, "test", cfg.digits, cfg.operands, cfg.ops)
     runs, status = [], 0
     summary = lambda: {"config": dataclasses.asdict(cfg), "wall_time_s": time.time() - t_start,
                        "pretrain_s": pretrain_s, "checkpoint": str(ckpt), "runs": runs}

@@ -77,7 +77,8 @@ def corrupt(answer: str, rng: random.Random) -> str:
     teacher of the pretraining stage). Keeps the format valid: no leading zero is introduced."""
     digit_positions = [i for i, ch in enumerate(answer) if ch.isdigit()]
     i = rng.choice(digit_positions)
-    lowest = "1" if (i == 0 or answer[:i] == "-") and len(answer) - i > 1 else "0"
+    leading = i == 0 or answer[:i] == "-"
+    lowest = "1" if leading and (len(answer) - i > 1 or answer[:i] == "-") else "0"  # no "07", no "-0"
     choices = [d for d in "0123456789" if d != answer[i] and d >= lowest]
     return answer[:i] + rng.choice(choices) + answer[i + 1:]
 

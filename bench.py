@@ -1,0 +1,80 @@
+"""Speed benchmark (not a test): sampling with and without the KV cache, pretraining steps/s, and one
+RL step split into rollout and update, on the current device with the demo's default settings.
+
+    python bench.py                 # defaults of nano_aspo.py
+    python bench.py --device cuda   # any nano_aspo.py flag is accepted
+"""
+import sys
+import time
+
+import torch
+
+import nano_aspo as na
+import rewards
+from model import GPT
+
+
+def timed(fn, repeats):
+    fn()  # warm-up
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+    t0 = time.perf_counter()
+    for _ in range(repeats):
+        out = fn()
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+    return (time.perf_counter() - t0) / repeats, out
+
+
+def main(argv=None):
+    cfg = na.parse_config(argv)
+    device = na.pick_device(cfg.device)
+    torch.manual_seed(0)
+    model = GPT(na.model_config(cfg)).to(device).eval()
+    problems = rewards.make_problems(cfg.prompts, 0, "train", cfg.digits, cfg.operands, cfg.ops)
+    prompts = [na.prompt_ids(p) for p in problems for _ in range(cfg.group)]
+    T = na.max_new_tokens(cfg)
+    print(f"device {device}, {model.num_params():,} parameters, batch {len(prompts)} x {T} new tokens, "
+          f"torch {torch.__version__}, {torch.get_num_threads()} threads")
+
+    # an untrained model rarely emits EOS, so every row runs to max_new_tokens: a fair token count
+    for name, use_cache in (("KV cache", True), ("recompute", False)):
+        gen = torch.Generator(device=device).manual_seed(0)
+        sec, roll = timed(lambda: na.sample(model, prompts, T, cfg.temperature, gen, use_cache), 5)
+        tps = roll.mask.sum().item() / sec
+        print(f"sampling ({name:9s}): {tps:10,.0f} tokens/s  ({sec * 1e3:6.1f} ms per batch)")
+        if use_cache:
+            cached = tps
+    print(f"KV cache speed-up: {cached / tps:.2f}x")
+
+    rng = na.random.Random(0)
+    train = na.task_problems(cfg, "train")
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.pretrain_lr)
+
+    def pretrain_step():
+        x, y = na.teacher_batch(train, cfg.pretrain_batch, rng, cfg.teacher_noise, device)
+        loss = torch.nn.functional.cross_entropy(model(x).flatten(0, 1), y.flatten(), ignore_index=-100)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+
+    sec, _ = timed(pretrain_step, 50)
+    print(f"pretraining: {1 / sec:.1f} steps/s of {cfg.pretrain_batch} sequences "
+          f"({cfg.pretrain_steps} steps ~ {cfg.pretrain_steps * sec:.1f} s)")
+
+    rl_opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr)
+    gen = torch.Generator(device=device).manual_seed(0)
+    times = [na.rl_step(model, rl_opt, problems, cfg, "aspo", gen)[1] for _ in range(6)][1:]
+    roll_s = sum(t["rollout_s"] for t in times) / len(times)
+    upd_s = sum(t["update_s"] for t in times) / len(times)
+    print(f"one RL step ({cfg.prompts} prompts x {cfg.group} samples, mu = {cfg.mu}): "
+          f"rollout {roll_s * 1e3:.1f} ms + update {upd_s * 1e3:.1f} ms = {(roll_s + upd_s) * 1e3:.1f} ms "
+          f"({cfg.steps} steps ~ {cfg.steps * (roll_s + upd_s):.1f} s per method)")
+
+
+if __name__ == "__main__":
+    try:
+        main()
+    except ValueError as e:
+        print(f"bench.py: error: {e}", file=sys.stderr)
+        sys.exit(2)

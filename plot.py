@@ -1,0 +1,119 @@
+"""Figures for the README, made from real runs and from the loss code itself (needs matplotlib).
+
+    python plot.py --metrics out/metrics.jsonl   # assets/curves.png: the runs of that metrics file
+    python plot.py --weights-only                # assets/weights.png only: w(r) of each method
+
+The weight figure is computed by autograd through nano_aspo.policy_loss, so it cannot drift from the
+code: for one token with advantage A = +1 or -1, w = -dL/dlogp / A (ASPO.md §3).
+"""
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import torch
+
+import nano_aspo as na
+
+COLORS = {"grpo": "tab:red", "aspo": "tab:blue", "nois": "tab:green"}
+
+
+def weights(method: str, ratios: torch.Tensor, sign: float, **clip) -> torch.Tensor:
+    """w(r) for each ratio, from the gradient of policy_loss with one token per row (N = 1 per row)."""
+    logp = ratios.log().clone().requires_grad_(True)
+    A = torch.full_like(ratios, sign)
+    # summing independent one-token losses gives every token its own N = 1 gradient
+    loss = sum(na.policy_loss(method, logp[i:i + 1, None], torch.zeros(1, 1), A[i:i + 1], torch.ones(1, 1), **clip)[0]
+               for i in range(len(ratios)))
+    (grad,) = torch.autograd.grad(loss, logp)
+    return -grad / sign
+
+
+def plot_weights(path: Path, plt, eps_low=0.2, eps_high=0.28, clip_c=3.0):
+    r = torch.logspace(-0.7, 0.65, 400, base=10).double()  # 0.2 .. 4.5
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.8), sharey=True)
+    for ax, sign, title in ((axes[0], 1.0, "positive advantage (A > 0)"), (axes[1], -1.0, "negative advantage (A < 0)")):
+        for method, style in (("grpo", "-"), ("nois", ":"), ("aspo", "--")):
+            w = weights(method, r, sign, eps_low=eps_low, eps_high=eps_high, clip_c=clip_c)
+            ax.plot(r, w, style, color=COLORS[method], lw=2, label=method)
+        for x in (1 / clip_c, 1 - eps_low, 1 + eps_high, clip_c):  # the clip boundaries 1/c, 1-eps_low, 1+eps_high, c
+            ax.axvline(x, color="gray", lw=0.8, alpha=0.6)
+        ax.set_xscale("log")
+        ticks = [0.25, 1 / clip_c, 0.5, 1 - eps_low, 1, 1 + eps_high, 2, clip_c, 4]
+        ax.set_xticks(ticks, [f"{t:.3g}" for t in ticks], fontsize=8)
+        ax.minorticks_off()
+        ax.set_xlabel("importance ratio r = pi_theta / pi_old (log scale)")
+        ax.set_title(title)
+        ax.grid(alpha=0.3)
+    axes[0].set_ylabel("weight w in grad = -A w grad log pi / N")
+    axes[0].legend()
+    fig.suptitle(f"Per-token gradient weights, computed by autograd through policy_loss\n"
+                 f"gray lines: 1/c, 1-eps_low, 1+eps_high, c  (eps_low={eps_low}, eps_high={eps_high}, c={clip_c})", fontsize=11)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    print(f"wrote {path}")
+
+
+def load(metrics: Path):
+    rows = [json.loads(line) for line in metrics.read_text().splitlines() if line.strip()]
+    if not rows:
+        raise ValueError(f"{metrics} holds no metrics")
+    return rows
+
+
+def plot_curves(metrics: Path, path: Path, plt):
+    rows = load(metrics)
+    k = next(key for key in rows[-1] if key.startswith("eval_pass@") and key != "eval_pass@1")
+    panels = [("entropy", "policy entropy (nats/token, own samples)"),
+              ("eval_pass@1", "held-out pass@1"),
+              (k, f"held-out pass@{k.split('@')[1]}"),
+              ("dead_groups", "share of dead groups (train batch)")]
+    fig, axes = plt.subplots(1, 4, figsize=(16, 3.8))
+    for ax, (key, label) in zip(axes, panels):
+        for method in dict.fromkeys(r["method"] for r in rows):
+            by_step = {}
+            for r in rows:
+                if r["method"] == method and key in r:
+                    by_step.setdefault(r["step"], []).append(r[key])
+            steps = sorted(by_step)
+            vals = [by_step[s] for s in steps]
+            mean = [sum(v) / len(v) for v in vals]
+            ax.plot(steps, mean, color=COLORS.get(method), lw=2, label=f"{method} (mean of {len(vals[-1])} seeds)")
+            ax.fill_between(steps, [min(v) for v in vals], [max(v) for v in vals], color=COLORS.get(method), alpha=0.2)
+        ax.set_xlabel("RL step")
+        ax.set_title(label)
+        ax.grid(alpha=0.3)
+    axes[0].legend()
+    fig.suptitle(f"{metrics}: mean over seeds, band = min..max")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    print(f"wrote {path}")
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--metrics", default="out/metrics.jsonl", help="metrics.jsonl written by nano_aspo.py")
+    p.add_argument("--assets", default="assets", help="directory the PNGs are written to")
+    p.add_argument("--weights-only", action="store_true", help="only draw the weight figure")
+    args = p.parse_args(argv)
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        print("plot.py: matplotlib is not installed (pip install matplotlib); the JSON metrics are unaffected")
+        return 0
+    assets = Path(args.assets)
+    assets.mkdir(exist_ok=True)
+    plot_weights(assets / "weights.png", plt)
+    if not args.weights_only:
+        try:
+            plot_curves(Path(args.metrics), assets / "curves.png", plt)
+        except (OSError, ValueError) as e:
+            print(f"plot.py: error: {e}", file=sys.stderr)
+            return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,24 @@
+"""Shared test setup: the repo root on sys.path, one CPU thread (the suite runs beside other work), and
+tiny configurations so the whole suite stays fast on 2 cores."""
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+torch.set_num_threads(1)
+
+# flags for a full main() run that takes a few seconds at most
+TINY_ARGS = ["--device", "cpu", "--n-layer", "1", "--n-embd", "16", "--n-head", "2",
+             "--pretrain-steps", "5", "--pretrain-batch", "16", "--train-problems", "200",
+             "--eval-problems", "8", "--eval-samples", "4", "--k", "2",
+             "--prompts", "4", "--group", "4", "--minibatches", "2", "--epochs", "2", "--log-every", "1"]
+
+
+@pytest.fixture
+def tiny_args():
+    return list(TINY_ARGS)

@@ -1,0 +1,232 @@
+import math
+
+import pytest
+import torch
+
+import nano_aspo as na
+from nano_aspo import policy_loss
+
+EPS_LOW, EPS_HIGH, C = 0.2, 0.28, 3.0
+RATIOS = {"below_1/c": 0.2, "between_1/c_and_1-eps_low": 0.5, "inside_below_1": 0.9, "inside_above_1": 1.1,
+          "above_1+eps_high": 2.0, "above_c": 4.0}
+
+
+def expected_w(method, A, r):
+    """The per-token weights of ASPO.md §4 (grpo), §5 (aspo), and the no-IS ablation."""
+    grpo = (r if r <= 1 + EPS_HIGH else 0.0) if A > 0 else (r if 1 - EPS_LOW <= r <= C else 0.0)
+    if method == "grpo":
+        return grpo
+    if method == "nois":
+        return 1.0 if grpo != 0.0 else 0.0
+    if A > 0:
+        return C if r < 1 / C else (1 / r if r <= 1 + EPS_HIGH else 0.0)
+    return C if r > C else (r if r >= 1 - EPS_LOW else 0.0)
+
+
+# the table, written out by hand from ASPO.md (so that expected_w itself is checked)
+HAND = {
+    ("grpo", 1): [0.2, 0.5, 0.9, 1.1, 0.0, 0.0], ("grpo", -1): [0.0, 0.0, 0.9, 1.1, 2.0, 0.0],
+    ("aspo", 1): [3.0, 2.0, 1 / 0.9, 1 / 1.1, 0.0, 0.0], ("aspo", -1): [0.0, 0.0, 0.9, 1.1, 2.0, 3.0],
+    ("nois", 1): [1.0, 1.0, 1.0, 1.0, 0.0, 0.0], ("nois", -1): [0.0, 0.0, 1.0, 1.0, 1.0, 0.0],
+}
+
+
+def test_expected_table_matches_hand_table():
+    for (method, sign), ws in HAND.items():
+        for r, w in zip(RATIOS.values(), ws):
+            assert expected_w(method, sign, r) == pytest.approx(w)
+
+
+def _grad(method, A_value, r, B=2, T=3, mask=None):
+    old = torch.full((B, T), -1.3)
+    logp = (old + math.log(r)).clone().requires_grad_(True)
+    mask = torch.ones(B, T) if mask is None else mask
+    loss, metrics = policy_loss(method, logp, old, torch.full((B,), A_value), mask, EPS_LOW, EPS_HIGH, C)
+    loss.backward()
+    return loss, logp.grad, metrics
+
+
+@pytest.mark.parametrize("method", na.METHODS)
+@pytest.mark.parametrize("A", [0.7, -0.7, 2.0, -1.5])
+@pytest.mark.parametrize("region", list(RATIOS))
+def test_gradient_weight_per_branch(method, A, region):
+    r = RATIOS[region]
+    loss, grad, _ = _grad(method, A, r)
+    assert torch.isfinite(loss)
+    N = grad.numel()
+    w = expected_w(method, A, r)
+    torch.testing.assert_close(grad, torch.full_like(grad, -A * w / N), atol=1e-6, rtol=1e-5)
+
+
+def test_mixed_batch_each_token_gets_its_own_weight():
+    # one batch with every (sign, region) combination: weights are per token, N counts all valid tokens
+    rs = list(RATIOS.values())
+    A = torch.tensor([1.3, -0.6])
+    old = torch.linspace(-2.0, -0.5, 2 * len(rs)).view(2, len(rs))
+    for method in na.METHODS:
+        logp = (old + torch.log(torch.tensor(rs))).clone().requires_grad_(True)
+        loss, _ = policy_loss(method, logp, old, A, torch.ones_like(old), EPS_LOW, EPS_HIGH, C)
+        loss.backward()
+        N = old.numel()
+        want = torch.tensor([[-a * expected_w(method, a, r) / N for r in rs] for a in A.tolist()])
+        torch.testing.assert_close(logp.grad, want, atol=1e-6, rtol=1e-5)
+
+
+def test_ratio_one_all_methods_agree():
+    gen = torch.Generator().manual_seed(0)
+    old = -torch.rand(4, 5, generator=gen) * 3
+    A = torch.tensor([1.0, -0.5, 0.0, 2.0])
+    mask = torch.ones(4, 5)
+    mask[1, 3:] = 0
+    grads, losses = [], []
+    for method in na.METHODS:
+        logp = old.clone().requires_grad_(True)
+        loss, m = policy_loss(method, logp, old, A, mask, EPS_LOW, EPS_HIGH, C)
+        loss.backward()
+        grads.append(logp.grad)
+        assert m["abs_log_ratio"] == 0.0
+    N = mask.sum()
+    torch.testing.assert_close(grads[0], -A[:, None] * mask / N, atol=1e-7, rtol=0)
+    for g in grads[1:]:
+        torch.testing.assert_close(g, grads[0], atol=1e-7, rtol=0)
+
+
+@pytest.mark.parametrize("method", na.METHODS)
+def test_masked_tokens_get_exactly_zero_gradient(method):
+    gen = torch.Generator().manual_seed(1)
+    old = -torch.rand(3, 6, generator=gen) * 3
+    logp = (old + torch.randn(3, 6, generator=gen) * 2).clone()
+    logp[0, 5] = old[0, 5] + 50.0  # extreme ratio on a masked token (clamped to e^20)
+    logp[2, 4] = old[2, 4] - 50.0
+    logp.requires_grad_(True)
+    mask = torch.ones(3, 6)
+    mask[0, 4:] = 0
+    mask[2, 2:] = 0
+    loss, _ = policy_loss(method, logp, old, torch.tensor([1.0, -1.0, 0.5]), mask, EPS_LOW, EPS_HIGH, C)
+    loss.backward()
+    assert torch.isfinite(loss)
+    assert (logp.grad[mask == 0] == 0).all()
+    assert (logp.grad[mask == 1] != 0).any()
+
+
+def test_zero_advantage_gives_zero_gradient():
+    for method in na.METHODS:
+        for r in RATIOS.values():
+            _, grad, _ = _grad(method, 0.0, r)
+            assert (grad == 0).all()
+
+
+def _loss_value(method, A, r, old=-1.0):
+    logp = torch.tensor([[old + math.log(r)]], requires_grad=True)
+    loss, _ = policy_loss(method, logp, torch.tensor([[old]]), torch.tensor([A]), torch.ones(1, 1), EPS_LOW, EPS_HIGH, C)
+    return loss.item(), logp.item()
+
+
+def test_hand_computed_loss_values():
+    assert _loss_value("grpo", 1.0, 1.1)[0] == pytest.approx(-1.1, abs=1e-5)
+    assert _loss_value("grpo", 1.0, 2.0)[0] == pytest.approx(-1.28, abs=1e-5)  # clipped at 1 + eps_high
+    assert _loss_value("grpo", -1.0, 0.5)[0] == pytest.approx(0.8, abs=1e-5)  # clipped at 1 - eps_low
+    assert _loss_value("grpo", -1.0, 2.0)[0] == pytest.approx(2.0, abs=1e-5)
+    assert _loss_value("grpo", -1.0, 4.0)[0] == pytest.approx(3.0, abs=1e-5)  # dual-clip: -c A
+    assert _loss_value("aspo", 1.0, 1.1)[0] == pytest.approx(-1 / 1.1, abs=1e-5)
+    assert _loss_value("aspo", 2.0, 0.5)[0] == pytest.approx(-2.0 / 0.5, abs=1e-5)
+    assert _loss_value("aspo", 1.0, 2.0)[0] == pytest.approx(-1 / 1.28, abs=1e-5)
+    value, logp = _loss_value("aspo", 1.0, 0.2)  # below 1/c: -A c logp
+    assert value == pytest.approx(-1.0 * C * logp, abs=1e-5)
+    value, logp = _loss_value("aspo", -0.5, 4.0)  # above c with A < 0: -A c logp
+    assert value == pytest.approx(0.5 * C * logp, abs=1e-5)
+    assert _loss_value("nois", 1.0, 1.1)[0] == pytest.approx(-1.0, abs=1e-6)
+    assert _loss_value("nois", -1.0, 4.0)[0] == pytest.approx(0.0, abs=1e-6)
+
+
+def test_loss_is_token_mean_over_the_mask():
+    old = torch.tensor([[-1.0, -1.0, -1.0], [-2.0, -2.0, -2.0]])
+    rs = torch.tensor([[1.1, 0.9, 7.0], [1.0, 1.2, 0.3]])
+    logp = old + rs.log()
+    mask = torch.tensor([[1.0, 1.0, 0.0], [1.0, 1.0, 1.0]])
+    loss, _ = policy_loss("grpo", logp, old, torch.tensor([1.0, -2.0]), mask, EPS_LOW, EPS_HIGH, C)
+    # row 0 (A=1): -1.1, -0.9 (third masked); row 1 (A=-2): 2*1.0, 2*1.2, 2*max(0.3, 0.8)
+    want = (-1.1 - 0.9 + 2.0 + 2.4 + 1.6) / 5
+    assert loss.item() == pytest.approx(want, abs=1e-5)
+
+
+def test_empty_mask_is_finite():
+    logp = torch.zeros(2, 3, requires_grad=True)
+    loss, m = policy_loss("aspo", logp, torch.zeros(2, 3), torch.tensor([1.0, -1.0]), torch.zeros(2, 3))
+    assert loss.item() == 0.0
+    assert m["abs_log_ratio"] == 0.0
+
+
+def test_unknown_method_raises():
+    with pytest.raises(ValueError):
+        policy_loss("ppo", torch.zeros(1, 2), torch.zeros(1, 2), torch.ones(1), torch.ones(1, 2))
+
+
+def test_metrics_fractions_on_a_constructed_example():
+    # row 0, A > 0: ratios 0.2, 0.9, 1.5, 2.0; row 1, A < 0: 0.5, 1.0, 4.0 and a masked token with ratio 100
+    rs = torch.tensor([[0.2, 0.9, 1.5, 2.0], [0.5, 1.0, 4.0, 100.0]])
+    old = torch.full((2, 4), -2.0)
+    mask = torch.tensor([[1.0, 1, 1, 1], [1, 1, 1, 0]])
+    _, m = policy_loss("grpo", old + rs.log(), old, torch.tensor([1.0, -1.0]), mask, EPS_LOW, EPS_HIGH, C)
+    approx = lambda x: pytest.approx(x, abs=1e-6)
+    assert m["clip_high_pos"] == approx(2 / 4)
+    assert m["clip_low_pos"] == approx(1 / 4)
+    assert m["clip_dual_pos"] == approx(1 / 4)
+    assert m["below1_pos"] == approx(2 / 4)
+    assert m["clip_high_neg"] == approx(1 / 3)
+    assert m["clip_low_neg"] == approx(1 / 3)
+    assert m["clip_dual_neg"] == approx(1 / 3)
+    assert m["below1_neg"] == approx(1 / 3)
+    assert m["ratio_min_pos"] == approx(0.2) and m["ratio_max_pos"] == pytest.approx(2.0, rel=1e-5)
+    assert m["ratio_max_neg"] == pytest.approx(4.0, rel=1e-5)  # the masked 100 is not counted
+    assert m["ratio_mean_neg"] == pytest.approx(5.5 / 3, rel=1e-5)
+    valid = [0.2, 0.9, 1.5, 2.0, 0.5, 1.0, 4.0]
+    assert m["abs_log_ratio"] == pytest.approx(sum(abs(math.log(r)) for r in valid) / 7, rel=1e-5)
+    # all methods report the same metrics
+    for method in ("aspo", "nois"):
+        _, m2 = policy_loss(method, old + rs.log(), old, torch.tensor([1.0, -1.0]), mask, EPS_LOW, EPS_HIGH, C)
+        assert m2 == m
+
+
+def test_metrics_omit_a_sign_that_is_absent():
+    old = torch.zeros(2, 3)
+    _, m = policy_loss("grpo", old, old, torch.tensor([1.0, 0.5]), torch.ones(2, 3))
+    assert "clip_high_pos" in m and "clip_high_neg" not in m
+
+
+# --- advantages (§1) and pass@k -------------------------------------------------------------------------
+def test_group_advantages_std_normalized():
+    r = torch.tensor([[1.0, 0.0, 0.0, 1.0], [0.0, 0.0, 0.0, 1.0], [1.0, 1.0, 1.0, 1.0], [0.0, 0.0, 0.0, 0.0],
+                      [0.3, 2.0, -1.0, 0.5]])
+    a = na.group_advantages(r, use_std=True)
+    assert a.shape == r.shape
+    torch.testing.assert_close(a.mean(dim=1), torch.zeros(5), atol=1e-6, rtol=0)
+    live = a[[0, 1, 4]]
+    torch.testing.assert_close(live.std(dim=1), torch.ones(3), atol=1e-4, rtol=0)  # sample std, as §1
+    assert (a[2] == 0).all() and (a[3] == 0).all()
+    # one correct in four: A = (1 - 0.25) / std, std = sqrt(0.25) (unbiased: 0.75*0.25*4/3)
+    assert a[1, 3].item() == pytest.approx(0.75 / 0.5, abs=1e-4)
+    assert a[1, 0].item() == pytest.approx(-0.25 / 0.5, abs=1e-4)
+
+
+def test_group_advantages_without_std_is_centered():
+    r = torch.tensor([[1.0, 0.0, 0.0, 1.0], [0.0, 0.0, 0.0, 1.0], [1.0, 1.0, 1.0, 1.0]])
+    a = na.group_advantages(r, use_std=False)
+    torch.testing.assert_close(a, r - r.mean(dim=1, keepdim=True), atol=0, rtol=0)
+    assert a[1].tolist() == [-0.25, -0.25, -0.25, 0.75]
+
+
+@pytest.mark.parametrize("n,c,k,want", [(4, 1, 1, 0.25), (16, 0, 1, 0.0), (16, 0, 8, 0.0), (16, 16, 8, 1.0),
+                                        (4, 4, 1, 1.0), (4, 2, 2, 1 - 1 / 6), (16, 3, 1, 3 / 16), (10, 8, 3, 1.0)])
+def test_pass_at_k_known_values(n, c, k, want):
+    assert na.pass_at_k(n, c, k) == pytest.approx(want, abs=1e-12)
+
+
+def test_pass_at_k_equals_brute_force():
+    import itertools
+    for n in range(1, 7):
+        for c in range(n + 1):
+            for k in range(1, n + 1):
+                subsets = list(itertools.combinations([1] * c + [0] * (n - c), k))
+                want = sum(any(s) for s in subsets) / len(subsets)
+                assert na.pass_at_k(n, c, k) == pytest.approx(want, abs=1e-12), (n, c, k)

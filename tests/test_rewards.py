@@ -1,0 +1,215 @@
+import builtins
+import itertools
+import random
+import re
+import time
+
+import pytest
+
+import rewards
+from rewards import Problem, score
+
+P12 = Problem("5+7=", "12")
+P0 = Problem("3-3=", "0")
+PNEG = Problem("5-9=", "-4")
+
+
+@pytest.mark.parametrize("problem,text,expected", [
+    (P12, "12", 1.0), (P0, "0", 1.0), (PNEG, "-4", 1.0),
+    (P12, "13", 0.0), (P12, "21", 0.0), (P12, "-12", 0.0), (PNEG, "4", 0.0), (P0, "-0", 0.0),
+    # malformed
+    (P12, "12a", 0.0), (P12, "1 2", 0.0), (P12, "--5", 0.0), (P12, "+12", 0.0), (P12, "1.0", 0.0),
+    (P12, "12.0", 0.0), (P12, "", 0.0), (P12, "12 12", 0.0), (P12, "12=", 0.0), (P12, "5+7=12", 0.0),
+    (PNEG, "- 4", 0.0), (PNEG, "-04", 0.0),
+    # surrounding spaces and newlines are ignored, other whitespace is not
+    (P12, " 12\n", 1.0), (P12, "\n\n12  ", 1.0), (P12, "  12", 1.0), (P12, "12\t", 0.0), (P12, "\t12", 0.0),
+    (P12, "12\r", 0.0), (P12, "\r\n12", 0.0), (P12, "\u00a012", 0.0), (P12, "12\x0b", 0.0), (P12, "12\x0c", 0.0),
+    # leading zeros
+    (P12, "012", 0.0), (P12, "0012", 0.0), (P0, "00", 0.0),
+    # unicode digits
+    (P12, "١٢", 0.0), (P12, "１２", 0.0), (P12, "¹²", 0.0), (P12, "१२", 0.0), (P12, "1２", 0.0),
+    # control characters
+    (P12, "12\x00", 0.0), (P12, "\x0012", 0.0), (P12, "1\u200b2", 0.0), (P12, "12\x1b", 0.0), (P12, "\ufeff12", 0.0),
+    # code is text, never evaluated
+    (P12, "__import__('os').system('echo hi')", 0.0), (P12, "11+1", 0.0), (P12, "3*4", 0.0), (P12, "0x0c", 0.0),
+    (P12, "1_2", 0.0), (P12, "12e0", 0.0),
+])
+def test_score_cases(problem, text, expected):
+    assert score(problem, text) == expected
+
+
+@pytest.mark.parametrize("bad", [None, 12, 12.0, b"12", ["12"], bytearray(b"12")])
+def test_score_non_str_is_zero(bad):
+    assert score(P12, bad) == 0.0
+
+
+def test_score_non_problem_is_zero():
+    assert score(None, "12") == 0.0
+    assert score("5+7=", "12") == 0.0
+
+
+def test_huge_completion_is_zero_and_fast():
+    t0 = time.perf_counter()
+    assert score(P12, "9" * 5000) == 0.0
+    assert score(P12, "1" * 1_000_000) == 0.0
+    assert score(P12, " " * 100_000 + "12" + "\n" * 100_000) == 1.0
+    assert time.perf_counter() - t0 < 0.5
+
+
+def _oracle(problem, text):
+    """Independent statement of the rule: strip ' ' and '\\n', then a canonical ASCII integer equal to the answer."""
+    m = re.fullmatch(r"[ \n]*(-?(?:0|[1-9][0-9]*))[ \n]*", text, flags=re.ASCII)
+    return 1.0 if m and m.group(1) == problem.answer and m.group(1) != "-0" else 0.0
+
+
+def _fuzz_strings(rng, n):
+    noise = "0123456789-+ \n\t\r.eE_x,١２\x00\u200b😀"
+    for i in range(n):
+        kind = i % 5
+        if kind == 0:  # random code points, surrogates included
+            yield "".join(chr(rng.randrange(0x110000)) for _ in range(rng.randrange(0, 12)))
+        elif kind == 1:  # the right answer with noise inserted or deleted
+            s = list(rng.choice(["12", "-4", "0", " 12\n"]))
+            for _ in range(rng.randrange(1, 4)):
+                op = rng.randrange(3)
+                if op == 0 or not s:
+                    s.insert(rng.randrange(len(s) + 1), rng.choice(noise))
+                elif op == 1:
+                    del s[rng.randrange(len(s))]
+                else:
+                    s[rng.randrange(len(s))] = rng.choice(noise)
+            yield "".join(s)
+        elif kind == 2:  # strings over a small noisy alphabet
+            yield "".join(rng.choice(noise) for _ in range(rng.randrange(0, 8)))
+        elif kind == 3:  # very long strings
+            yield rng.choice(["9", "1", " ", "\n", "12", "-"]) * rng.randrange(1000, 20000)
+        else:  # random ints, sometimes with surrounding whitespace
+            yield rng.choice(["", " ", "\n"]) + str(rng.randrange(-20, 30)) + rng.choice(["", " ", "\n", "\t"])
+
+
+def test_fuzz_never_raises_never_evaluates(monkeypatch):
+    calls = []
+
+    def forbidden(*a, **k):
+        calls.append(a)
+        raise AssertionError("score evaluated text")
+
+    monkeypatch.setattr(builtins, "eval", forbidden)
+    monkeypatch.setattr(builtins, "exec", forbidden)
+    rng = random.Random(12345)
+    problems = [P12, P0, PNEG]
+    seen = {0.0: 0, 1.0: 0}
+    for i, text in enumerate(_fuzz_strings(rng, 10_000)):
+        pr = problems[i % 3]
+        s = score(pr, text)
+        assert type(s) is float and s in (0.0, 1.0)
+        assert s == _oracle(pr, text), (pr, text[:50])
+        seen[s] += 1
+    assert calls == []
+    assert seen[1.0] > 50 and seen[0.0] > 5000  # the fuzz hit both outcomes
+
+
+# --- make_problems -----------------------------------------------------------------------------------
+def test_make_problems_is_deterministic_per_seed():
+    a = rewards.make_problems(200, 7, "train")
+    b = rewards.make_problems(200, 7, "train")
+    c = rewards.make_problems(200, 8, "train")
+    assert a == b
+    assert a != c
+    assert len({p.prompt for p in a}) == 200  # distinct
+
+
+def test_train_and_test_splits_are_disjoint():
+    train = rewards.make_problems(2000, 0, "train", digits=2)
+    test = rewards.make_problems(300, 0, "test", digits=2)
+    train_prompts, test_prompts = {p.prompt for p in train}, {p.prompt for p in test}
+    assert len(train_prompts) == 2000 and len(test_prompts) == 300
+    assert train_prompts.isdisjoint(test_prompts)
+    assert all(rewards.split_of(p) == "train" for p in train_prompts)
+    assert all(rewards.split_of(p) == "test" for p in test_prompts)
+    # another seed draws other problems but never crosses the split
+    other = rewards.make_problems(300, 99, "test", digits=2)
+    assert {p.prompt for p in other}.isdisjoint(train_prompts)
+
+
+def _independent_value(prompt):
+    """Value of 'a op b op c =' with * before + and -, without rewards.evaluate."""
+    toks = re.findall(r"\d+|[-+*]", prompt.rstrip("="))
+    total, sign, prod = 0, 1, int(toks[0])
+    for op, x in zip(toks[1::2], toks[2::2]):
+        if op == "*":
+            prod *= int(x)
+        else:
+            total += sign * prod
+            sign, prod = (1 if op == "+" else -1), int(x)
+    return total + sign * prod
+
+
+@pytest.mark.parametrize("digits,operands,ops", [(2, 2, "+"), (2, 2, "-"), (2, 2, "*"), (2, 3, "+-*"), (3, 4, "+-*")])
+def test_problem_answers_are_correct(digits, operands, ops):
+    problems = rewards.make_problems(300, 3, "train", digits=digits, operands=operands, ops=ops)
+    used = set()
+    for p in problems:
+        assert re.fullmatch(rf"(\d{{1,{digits}}}[{re.escape(ops)}]){{{operands - 1}}}\d{{1,{digits}}}=", p.prompt), p
+        nums = [int(x) for x in re.findall(r"\d+", p.prompt)]
+        assert all(str(x) in p.prompt for x in nums)
+        op_str = "".join(re.findall(r"[-+*]", p.prompt))
+        used |= set(op_str)
+        assert p.answer == str(rewards.evaluate(nums, op_str)) == str(_independent_value(p.prompt))
+        assert score(p, p.answer) == 1.0
+    assert used == set(ops)
+
+
+def test_evaluate_known_values():
+    assert rewards.evaluate([2, 3, 4], "+*") == 14
+    assert rewards.evaluate([2, 3, 4], "*+") == 10
+    assert rewards.evaluate([10, 2, 3], "-*") == 4
+    assert rewards.evaluate([10, 2, 3], "--") == 5
+    assert rewards.evaluate([2, 3, 4, 5], "*-*") == -14
+
+
+@pytest.mark.parametrize("kwargs", [dict(split="dev"), dict(n=-1), dict(digits=0), dict(operands=1), dict(ops=""),
+                                    dict(ops="/"), dict(ops="+/")])
+def test_make_problems_bad_args_raise(kwargs):
+    args = dict(n=5, seed=0, split="train", digits=2, operands=2, ops="+")
+    args.update(kwargs)
+    with pytest.raises(ValueError):
+        rewards.make_problems(**args)
+
+
+def test_make_problems_exhausts_a_small_space_then_raises():
+    # digits=1, operands=2, ops='+': exactly 100 prompts, split by hash
+    all_train = {f"{a}+{b}=" for a, b in itertools.product(range(10), repeat=2) if rewards.split_of(f"{a}+{b}=") == "train"}
+    n = len(all_train)
+    got = rewards.make_problems(n, 0, "train", digits=1)
+    assert {p.prompt for p in got} == all_train
+    t0 = time.perf_counter()
+    with pytest.raises(ValueError):
+        rewards.make_problems(n + 1, 0, "train", digits=1)
+    with pytest.raises(ValueError):
+        rewards.make_problems(100, 0, "test", digits=1)
+    assert time.perf_counter() - t0 < 10  # bounded, not an infinite loop
+    assert rewards.make_problems(0, 0, "train") == []
+
+
+def test_corrupt_changes_one_digit_keeps_length_no_new_leading_zero():
+    rng = random.Random(0)
+    answers = ["0", "5", "-5", "10", "100", "-10", "-100", "99", "123456", "-987", "1000000"]
+    for ans in answers:
+        outs = set()
+        for _ in range(300):
+            c = rewards.corrupt(ans, rng)
+            outs.add(c)
+            assert c != ans and len(c) == len(ans)
+            assert sum(x != y for x, y in zip(c, ans)) == 1  # exactly one position changed
+            assert c.startswith("-") == ans.startswith("-")
+            assert re.fullmatch(r"-?(0|[1-9][0-9]*)", c), (ans, c)  # no leading zero
+        assert len(outs) > 1  # it really is random
+        assert score(Problem("x=", ans), ans) == 1.0 and all(score(Problem("x=", ans), c) == 0.0 for c in outs)
+
+
+def test_corrupt_never_produces_negative_zero():
+    # "-0" is not a canonical integer (str(int(...)) never gives it): the teacher should not write it
+    rng = random.Random(0)
+    outs = {rewards.corrupt("-5", rng) for _ in range(300)}
+    assert all(str(int(c)) == c for c in outs), sorted(outs)
