@@ -52,7 +52,7 @@ def main(argv=None):
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.pretrain_lr)
 
     def pretrain_step():
-        x, y = na.teacher_batch(train, cfg.pretrain_batch, rng, cfg.teacher_noise, device)
+        x, y = na.teacher_batch(train, cfg.pretrain_batch, rng, cfg.teacher_noise, device, cfg.scratch_share)
         loss = torch.nn.functional.cross_entropy(model(x).flatten(0, 1), y.flatten(), ignore_index=-100)
         opt.zero_grad()
         loss.backward()

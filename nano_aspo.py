@@ -56,6 +56,8 @@ class Config:
     n_embd: int = opt(64, "embedding width")
     # pretraining: the supervised stage that makes the starting policy
     teacher_noise: float = opt(0.3, "share of pretraining answers the teacher corrupts (one digit changed)")
+    scratch_share: float = opt(0.0, "share of pretraining answers the teacher writes as a scratchpad "
+                                    "'(<sum reversed>)<sum>'; > 0 also makes the verifier accept that form")
     pretrain_steps: int = opt(600, "supervised steps")
     pretrain_batch: int = opt(128, "sequences per supervised step")
     pretrain_lr: float = opt(3e-3, "peak learning rate of the supervised stage (cosine decay)")
@@ -116,6 +118,7 @@ class Config:
         need(self.group >= 2, "group", f"must be >= 2: a group of one has no advantage (got {self.group})")
         need(self.temperature > 0, "temperature", f"must be > 0 (got {self.temperature})")
         need(0 <= self.teacher_noise < 1, "teacher-noise", f"must be in [0, 1) (got {self.teacher_noise})")
+        need(0 <= self.scratch_share <= 1, "scratch-share", f"must be in [0, 1] (got {self.scratch_share})")
         need(self.lr > 0 and self.pretrain_lr > 0, "lr", f"and --pretrain-lr must be > 0 (got {self.lr}, {self.pretrain_lr})")
         need(self.grad_clip > 0, "grad-clip", f"must be > 0 (got {self.grad_clip})")
         need(0 < self.eps_low < 1, "eps-low", f"must be in (0, 1) (got {self.eps_low})")
@@ -156,7 +159,7 @@ def pick_device(name: str) -> torch.device:
 
 
 # %% --- tokenizer: a tiktoken Encoding built from an in-code vocabulary (nothing is downloaded) ---
-VOCAB = "0123456789+-*= \n"  # one token per character: digits, operators, '=', space, newline
+VOCAB = "0123456789+-*=() \n"  # one token per character: digits, operators, '=', parentheses, space, newline
 BOS, EOS, PAD = len(VOCAB), len(VOCAB) + 1, len(VOCAB) + 2
 ENCODING = tiktoken.Encoding(
     name="nano-aspo",
@@ -332,8 +335,9 @@ def ratio_metrics(ratio, A, mask, eps_low, eps_high, clip_c) -> dict:
 def task_problems(cfg: Config, split: str) -> list[rewards.Problem]:
     """The training pool (pretraining and RL prompts) or the fixed held-out evaluation set."""
     if split == "train":
-        return rewards.make_problems(cfg.train_problems, cfg.pretrain_seed, "train", cfg.digits, cfg.operands, cfg.ops)
-    return rewards.make_problems(cfg.eval_problems, 0, "test", cfg.digits, cfg.operands, cfg.ops)
+        return rewards.make_problems(cfg.train_problems, cfg.pretrain_seed, "train", cfg.digits, cfg.operands,
+                                     cfg.ops, cfg.scratch_share > 0)
+    return rewards.make_problems(cfg.eval_problems, 0, "test", cfg.digits, cfg.operands, cfg.ops, cfg.scratch_share > 0)
 
 
 def prompt_ids(problem: rewards.Problem) -> list[int]:
@@ -346,6 +350,8 @@ def max_new_tokens(cfg: Config) -> int:
     top = 10 ** cfg.digits - 1
     seqs = itertools.product(cfg.ops.replace("-", "+") or "+", repeat=cfg.operands - 1)
     longest = max(len(str(rewards.evaluate([top] * cfg.operands, "".join(s)))) for s in seqs) + ("-" in cfg.ops)
+    if cfg.scratch_share > 0:
+        longest = len(rewards.scratchpad("9" * longest))
     return longest + 3
 
 
@@ -359,7 +365,7 @@ def model_config(cfg: Config) -> GPTConfig:
 
 
 PRETRAIN_FIELDS = ("digits", "operands", "ops", "train_problems", "n_layer", "n_head", "n_embd",
-                   "teacher_noise", "pretrain_steps", "pretrain_batch", "pretrain_lr", "pretrain_seed")
+                   "teacher_noise", "scratch_share", "pretrain_steps", "pretrain_batch", "pretrain_lr", "pretrain_seed")
 
 
 def pretrain_key(cfg: Config) -> dict:
@@ -371,12 +377,15 @@ def pretrain_key(cfg: Config) -> dict:
             "code_sha256": hashlib.sha256(code.encode()).hexdigest()}
 
 
-def teacher_batch(problems, batch, rng: random.Random, noise: float, device):
-    """A supervised batch: BOS prompt answer EOS, the answer corrupted with probability `noise`.
+def teacher_batch(problems, batch, rng: random.Random, noise: float, device, scratch_share: float = 0.0):
+    """A supervised batch: BOS prompt answer EOS, the answer corrupted with probability `noise` and
+    written as a scratchpad with probability `scratch_share` (the teacher's style preference).
     Returns inputs (b, L), targets (b, L) with -100 where no loss applies (prompt and padding)."""
     seqs, starts = [], []
     for pr in rng.choices(problems, k=batch):
         answer = rewards.corrupt(pr.answer, rng) if rng.random() < noise else pr.answer
+        if rng.random() < scratch_share:
+            answer = rewards.scratchpad(answer)
         p = prompt_ids(pr)
         seqs.append(p + encode(answer) + [EOS])
         starts.append(len(p))
@@ -402,7 +411,7 @@ def pretrain(cfg: Config, device, log=print) -> GPT:
     sched = torch.optim.lr_scheduler.OneCycleLR(opt_, max_lr=cfg.pretrain_lr, total_steps=cfg.pretrain_steps,
                                                 pct_start=0.05)
     for step in range(cfg.pretrain_steps):
-        x, y = teacher_batch(problems, cfg.pretrain_batch, rng, cfg.teacher_noise, device)
+        x, y = teacher_batch(problems, cfg.pretrain_batch, rng, cfg.teacher_noise, device, cfg.scratch_share)
         loss = F.cross_entropy(model(x).flatten(0, 1), y.flatten(), ignore_index=-100)
         opt_.zero_grad(set_to_none=True)
         loss.backward()
@@ -439,6 +448,10 @@ def load_or_pretrain(cfg: Config, device, log=print) -> tuple[GPT, Path, float]:
     return model, path, time.time() - t0
 
 
+def mean(xs):
+    return sum(xs) / len(xs) if xs else float("nan")
+
+
 # %% --- evaluation: pass@1, pass@k, entropy and dead groups on held-out problems -------------------
 def pass_at_k(n: int, c: int, k: int) -> float:
     """Unbiased pass@k from n samples of which c are correct (Chen et al. 2021): 1 - C(n-c,k)/C(n,k)."""
@@ -460,7 +473,10 @@ def group_stats(rewards_: torch.Tensor, roll: Rollout, texts: list[str], n: int)
     return {"reward": rewards_.mean().item(),
             "entropy": ((roll.entropy * roll.mask).sum() / roll.mask.sum()).item(),
             "dead_groups": (rewards_.std(dim=1) == 0).float().mean().item(),
-            "distinct": sum(len(set(g)) for g in groups) / len(groups)}
+            "distinct": sum(len(set(g)) for g in groups) / len(groups),
+            "scratch": sum(t.startswith("(") for t in texts) / len(texts),  # share of scratchpad completions
+            "scratch_reward": mean([x for x, t in zip(rewards_.flatten().tolist(), texts) if t.startswith("(")]),
+            "direct_reward": mean([x for x, t in zip(rewards_.flatten().tolist(), texts) if not t.startswith("(")])}
 
 
 @torch.no_grad()
@@ -587,8 +603,6 @@ def train_rl(base_state, cfg: Config, method: str, seed: int, device, train_pool
 
 
 # %% --- the comparison ---------------------------------------------------------------------------------
-def mean(xs):
-    return sum(xs) / len(xs) if xs else float("nan")
 
 
 def criteria(runs: list[dict]) -> list[tuple[str, bool]]:

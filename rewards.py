@@ -12,15 +12,23 @@ OPS = "+-*"  # the operators a problem may use
 TEST_PERCENT = 10  # share of all possible prompts that belong to the held-out split
 
 
+def scratchpad(answer: str) -> str:
+    """The scratchpad form of an answer: the digits least-significant first, in parentheses, then the
+    answer, e.g. "445" -> "(544)445". Written left to right, the reversed sum lets a causal model carry
+    as it goes (as by hand); the answer is then a copy of it read backwards."""
+    return f"({answer[::-1]}){answer}"
+
+
 @dataclass(frozen=True)
 class Problem:
     prompt: str  # the text the model is conditioned on, e.g. "407+38="
     answer: str  # the canonical correct completion, e.g. "445"
+    scratch_ok: bool = False  # whether scratchpad(answer) is a correct completion too
 
     def accepts(self, text: str) -> bool:
-        """True if `text` (already stripped) is a correct answer. A task with several correct answers
-        (or a scratchpad whose last line is the answer) overrides this, and `score` stays the same."""
-        return text == self.answer
+        """True if `text` (already stripped) is a correct completion: exactly the answer, or exactly its
+        scratchpad form where the task allows it. A task with other correct answers overrides this."""
+        return text == self.answer or (self.scratch_ok and text == scratchpad(self.answer))
 
 
 def evaluate(operands: list[int], ops: str) -> int:
@@ -43,11 +51,12 @@ def split_of(prompt: str) -> str:
 
 
 def make_problems(n: int, seed: int, split: str = "train", digits: int = 2, operands: int = 2,
-                  ops: str = "+") -> list[Problem]:
+                  ops: str = "+", scratch: bool = False) -> list[Problem]:
     """n distinct problems of the given split, deterministic in (seed, split, difficulty).
 
     Difficulty knobs: `digits` (each operand is uniform in [0, 10**digits)), `operands` (how many
-    numbers), `ops` (the operators to draw from, a subset of "+-*").
+    numbers), `ops` (the operators to draw from, a subset of "+-*"). `scratch` makes the scratchpad
+    form a second correct completion of every problem.
     """
     if split not in ("train", "test"):
         raise ValueError(f"split must be 'train' or 'test', got {split!r}")
@@ -66,7 +75,7 @@ def make_problems(n: int, seed: int, split: str = "train", digits: int = 2, oper
         if prompt in seen or split_of(prompt) != split:
             continue
         seen.add(prompt)
-        problems.append(Problem(prompt, str(evaluate(xs, os_))))
+        problems.append(Problem(prompt, str(evaluate(xs, os_)), scratch))
     if len(problems) < n:
         raise ValueError(f"could not find {n} distinct {split} problems with digits={digits}, operands={operands}, ops={ops!r}")
     return problems
@@ -92,7 +101,9 @@ def score(problem: Problem, completion: str) -> float:
     Rules (strict): the completion is the text the model wrote before its end token. Spaces and
     newlines at both ends are ignored; what remains must be exactly the canonical answer: decimal
     ASCII digits with an optional leading '-', no leading zeros ("07" is wrong, "0" is right), no
-    '+', no inner whitespace, nothing after the number. Anything that is not a str scores 0.0.
+    '+', no inner whitespace, nothing after the number. Where the task allows the scratchpad, its
+    exact form "(<answer reversed>)<answer>" is correct too, and any other scratchpad is wrong.
+    Anything that is not a str scores 0.0.
     """
     if not isinstance(completion, str) or not isinstance(problem, Problem):
         return 0.0
