@@ -46,6 +46,8 @@ class Config:
     device: str = opt("auto", "auto, cpu, cuda, cuda:N or mps")
     quiet: bool = opt(False, "do not print sample completions at each evaluation")
     # task (rewards.py)
+    task: str = opt("arith", "arith: compute the expression; split: write N as a sum of --operands positive numbers "
+                             "(many correct answers)")
     digits: int = opt(2, "digits per operand: each operand is uniform in [0, 10**digits)")
     operands: int = opt(2, "numbers per problem")
     ops: str = opt("+", "operators problems may use, a subset of '+-*'")
@@ -112,7 +114,9 @@ class Config:
                      "prompts", "minibatches", "epochs", "eval_every", "eval_problems", "eval_samples", "k",
                      "log_every", "train_problems"):
             need(getattr(self, flag) >= 1, flag.replace("_", "-"), f"must be >= 1 (got {getattr(self, flag)})")
+        need(self.task in rewards.TASKS, "task", f"must be one of {','.join(rewards.TASKS)} (got {self.task!r})")
         need(self.operands >= 2, "operands", f"must be >= 2 (got {self.operands})")
+        need(self.task == "arith" or self.scratch_share == 0, "scratch-share", "applies to --task arith only")
         need(self.ops and set(self.ops) <= set(rewards.OPS), "ops", f"must be a subset of {rewards.OPS!r} (got {self.ops!r})")
         need(self.n_embd % self.n_head == 0, "n-embd", f"must be divisible by --n-head ({self.n_embd} % {self.n_head} != 0)")
         need(self.group >= 2, "group", f"must be >= 2: a group of one has no advantage (got {self.group})")
@@ -336,8 +340,9 @@ def task_problems(cfg: Config, split: str) -> list[rewards.Problem]:
     """The training pool (pretraining and RL prompts) or the fixed held-out evaluation set."""
     if split == "train":
         return rewards.make_problems(cfg.train_problems, cfg.pretrain_seed, "train", cfg.digits, cfg.operands,
-                                     cfg.ops, cfg.scratch_share > 0)
-    return rewards.make_problems(cfg.eval_problems, 0, "test", cfg.digits, cfg.operands, cfg.ops, cfg.scratch_share > 0)
+                                     cfg.ops, cfg.scratch_share > 0, cfg.task)
+    return rewards.make_problems(cfg.eval_problems, 0, "test", cfg.digits, cfg.operands, cfg.ops,
+                                 cfg.scratch_share > 0, cfg.task)
 
 
 def prompt_ids(problem: rewards.Problem) -> list[int]:
@@ -347,6 +352,8 @@ def prompt_ids(problem: rewards.Problem) -> list[int]:
 def max_new_tokens(cfg: Config) -> int:
     """Room for the longest possible answer of the task, plus the end token and 2 spare tokens.
     |value| is at most the expression with every '-' read as '+' and every operand at its maximum."""
+    if cfg.task == "split":
+        return cfg.operands * (cfg.digits + 1) - 1 + 3
     top = 10 ** cfg.digits - 1
     seqs = itertools.product(cfg.ops.replace("-", "+") or "+", repeat=cfg.operands - 1)
     longest = max(len(str(rewards.evaluate([top] * cfg.operands, "".join(s)))) for s in seqs) + ("-" in cfg.ops)
@@ -364,7 +371,7 @@ def model_config(cfg: Config) -> GPTConfig:
                      n_head=cfg.n_head, n_embd=cfg.n_embd)
 
 
-PRETRAIN_FIELDS = ("digits", "operands", "ops", "train_problems", "n_layer", "n_head", "n_embd",
+PRETRAIN_FIELDS = ("task", "digits", "operands", "ops", "train_problems", "n_layer", "n_head", "n_embd",
                    "teacher_noise", "scratch_share", "pretrain_steps", "pretrain_batch", "pretrain_lr", "pretrain_seed")
 
 
@@ -383,7 +390,9 @@ def teacher_batch(problems, batch, rng: random.Random, noise: float, device, scr
     Returns inputs (b, L), targets (b, L) with -100 where no loss applies (prompt and padding)."""
     seqs, starts = [], []
     for pr in rng.choices(problems, k=batch):
-        answer = rewards.corrupt(pr.answer, rng) if rng.random() < noise else pr.answer
+        answer = pr.random_answer(rng)
+        if rng.random() < noise:
+            answer = rewards.corrupt(answer, rng)
         if rng.random() < scratch_share:
             answer = rewards.scratchpad(answer)
         p = prompt_ids(pr)
@@ -681,4 +690,7 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    if "ipykernel" in sys.modules:  # stepping through the # %% cells in Jupyter or VS Code: no CLI, no exit
+        main([])
+    else:
+        sys.exit(main())
