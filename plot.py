@@ -90,12 +90,39 @@ def plot_curves(metrics: Path, path: Path, plt):
     print(f"wrote {path}")
 
 
+def results_table(summary: Path) -> str:
+    """The README's results table: mean +- std over seeds of each method's final held-out numbers."""
+    data = json.loads(summary.read_text())
+    lines = ["| method | seeds | pass@1 | pass@k | entropy | dead groups | wall time (s) |", "|---|---|---|---|---|---|---|"]
+    for method in dict.fromkeys(r["method"] for r in data["runs"]):
+        runs = [r for r in data["runs"] if r["method"] == method and r["final"]]
+        seeds = ",".join(str(r["seed"]) for r in runs)
+        k = runs[0]["final"]["k"]
+
+        def cell(values, digits=3):
+            t = torch.tensor(values, dtype=torch.float64)
+            return f"{t.mean():.{digits}f} +- {t.std(correction=0):.{digits}f}"
+
+        time_s = [r["timings"]["rollout_s"] + r["timings"]["update_s"] + r["timings"]["eval_s"] for r in runs]
+        lines.append(f"| {method} | {seeds} | " + " | ".join(
+            cell([r["final"][key] for r in runs]) for key in ("pass@1", "pass@k", "entropy", "dead_groups"))
+            + f" | {cell(time_s, 1)} |")
+    start = data["runs"][0]["initial"]
+    lines.append(f"| (start, seed {data['runs'][0]['seed']}) | | {start['pass@1']:.3f} | {start['pass@k']:.3f} | "
+                 f"{start['entropy']:.3f} | {start['dead_groups']:.3f} | pretraining {data['pretrain_s']:.0f} |")
+    return "\n".join(lines).replace("pass@k", f"pass@{k}", 2)
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--metrics", default="out/metrics.jsonl", help="metrics.jsonl written by nano_aspo.py")
     p.add_argument("--assets", default="assets", help="directory the PNGs are written to")
     p.add_argument("--weights-only", action="store_true", help="only draw the weight figure")
+    p.add_argument("--table", metavar="SUMMARY", help="print the README's results table from this summary.json and exit")
     args = p.parse_args(argv)
+    if args.table:
+        print(results_table(Path(args.table)))
+        return 0
     try:
         import matplotlib
         matplotlib.use("Agg")
