@@ -10,7 +10,6 @@ import time
 import torch
 
 import nano_aspo as na
-import rewards
 from model import GPT
 
 
@@ -31,7 +30,7 @@ def main(argv=None):
     device = na.pick_device(cfg.device)
     torch.manual_seed(0)
     model = GPT(na.model_config(cfg)).to(device).eval()
-    problems = rewards.make_problems(cfg.prompts, 0, "train", cfg.digits, cfg.operands, cfg.ops)
+    problems = na.task_problems(cfg, "train")[:cfg.prompts]
     prompts = [na.prompt_ids(p) for p in problems for _ in range(cfg.group)]
     T = na.max_new_tokens(cfg)
     print(f"device {device}, {model.num_params():,} parameters, batch {len(prompts)} x {T} new tokens, "

@@ -48,8 +48,8 @@ class Config:
     # task (rewards.py)
     task: str = opt("split", "arith: compute the expression; split: write N as a sum of --operands positive numbers "
                              "(many correct answers)")
-    digits: int = opt(3, "digits per operand: each operand is uniform in [0, 10**digits)")
-    operands: int = opt(2, "numbers per problem")
+    digits: int = opt(3, "arith: each operand is uniform in [0, 10**digits); split: N has this many digits")
+    operands: int = opt(2, "arith: numbers per expression; split: positive parts of the sum")
     ops: str = opt("+", "operators problems may use, a subset of '+-*'")
     train_problems: int = opt(800, "size of the training pool (pretraining and RL prompts)")
     # model (model.py)
@@ -497,8 +497,7 @@ def evaluate(model, problems, cfg: Config, seed: int, show: int = 0) -> dict:
     m = {f"eval_{k}": v for k, v in group_stats(r, roll, texts, cfg.eval_samples).items()}
     m["eval_pass@1"] = sum(pass_at_k(cfg.eval_samples, c, 1) for c in correct) / len(correct)
     m[f"eval_pass@{cfg.k}"] = sum(pass_at_k(cfg.eval_samples, c, cfg.k) for c in correct) / len(correct)
-    m["samples"] = [(problems[i].prompt, problems[i].answer, texts[i * cfg.eval_samples:(i + 1) * cfg.eval_samples][:8])
-                    for i in range(show)]
+    m["samples"] = [(problems[i], texts[i * cfg.eval_samples:(i + 1) * cfg.eval_samples][:8]) for i in range(show)]
     return m
 
 
@@ -568,9 +567,10 @@ def console_line(method, seed, step, m, k) -> str:
 
 
 def show_samples(method, samples):
-    for prompt, answer, outs in samples:
-        marks = " ".join(f"{o or '∅'}{'✓' if o.strip() == answer else '✗'}" for o in outs)
-        print(f"      {method:4s} {prompt}{answer:<6s} -> {marks}")
+    """A few held-out prompts, each with the teacher's answer and 8 of the policy's completions."""
+    for problem, outs in samples:
+        marks = " ".join(f"{o or '∅'}{'✓' if rewards.score(problem, o) else '✗'}" for o in outs)
+        print(f"      {method:4s} {problem.prompt}{problem.answer:<8s} -> {marks}")
 
 
 def train_rl(base_state, cfg: Config, method: str, seed: int, device, train_pool, test_set, initial,

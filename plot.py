@@ -96,8 +96,9 @@ def results_table(summary: Path) -> str:
     lines = ["| method | seeds | pass@1 | pass@k | entropy | dead groups | wall time (s) |", "|---|---|---|---|---|---|---|"]
     for method in dict.fromkeys(r["method"] for r in data["runs"]):
         runs = [r for r in data["runs"] if r["method"] == method and r["final"]]
+        if not runs:  # every run of this method stopped before its first evaluation
+            continue
         seeds = ",".join(str(r["seed"]) for r in runs)
-        k = runs[0]["final"]["k"]
 
         def cell(values, digits=3):
             t = torch.tensor(values, dtype=torch.float64)
@@ -107,6 +108,7 @@ def results_table(summary: Path) -> str:
         lines.append(f"| {method} | {seeds} | " + " | ".join(
             cell([r["final"][key] for r in runs]) for key in ("pass@1", "pass@k", "entropy", "dead_groups"))
             + f" | {cell(time_s, 1)} |")
+    k = data["runs"][0]["initial"]["k"]
     start = data["runs"][0]["initial"]
     lines.append(f"| (start, seed {data['runs'][0]['seed']}) | | {start['pass@1']:.3f} | {start['pass@k']:.3f} | "
                  f"{start['entropy']:.3f} | {start['dead_groups']:.3f} | pretraining {data['pretrain_s']:.0f} |")

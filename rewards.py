@@ -121,7 +121,8 @@ def make_problems(n: int, seed: int, split: str = "train", digits: int = 2, oper
 
 def corrupt(answer: str, rng: random.Random) -> str:
     """A plausible wrong answer: one digit of `answer` replaced by a different digit (the imperfect
-    teacher of the pretraining stage). Keeps the format valid: no leading zero is introduced."""
+    teacher of the pretraining stage). No leading zero and no "-0" is introduced; a one-digit part
+    of a split answer may become 0 ("5+52" -> "0+52"), which the verifier rejects like any wrong sum."""
     digit_positions = [i for i, ch in enumerate(answer) if ch.isdigit()]
     i = rng.choice(digit_positions)
     leading = i == 0 or not answer[i - 1].isdigit()  # first digit of a number

@@ -51,7 +51,8 @@ def test_checkpoint_is_trained_once_then_loaded(tmp_path, monkeypatch):
     monkeypatch.undo()
 
     # a pretraining setting gives another file and trains again
-    m3, p3, s3 = na.load_or_pretrain(dataclasses.replace(cfg, teacher_noise=0.1), CPU, log=_quiet)
+    assert cfg.teacher_noise != 0.3
+    m3, p3, s3 = na.load_or_pretrain(dataclasses.replace(cfg, teacher_noise=0.3), CPU, log=_quiet)
     assert p3 != p1 and p3.exists() and p1.exists() and s3 > 0
     assert not _same_weights(m1, m3)
 
@@ -122,3 +123,65 @@ def test_teacher_batch_targets_only_the_answer_and_eos():
         answer = by_prompt[text[len("<|bos|>"):text.index("=") + 1]]
         written = na.decode([t for t in yi if t != -100])[:-len("<|eos|>")]
         assert written != answer and len(written) == len(answer)
+
+
+def test_task_and_scratch_share_are_part_of_the_checkpoint_key(tmp_path):
+    split = _cfg(tmp_path, task="split")
+    arith = _cfg(tmp_path, task="arith")
+    scratch = _cfg(tmp_path, task="arith", scratch_share=0.2)
+    keys = [na.pretrain_key(c) for c in (split, arith, scratch)]
+    assert keys[0]["settings"]["task"] == "split" and keys[2]["settings"]["scratch_share"] == 0.2
+    assert keys[0] != keys[1] != keys[2] != keys[0]
+    # and so are the problems it is trained on
+    assert isinstance(na.task_problems(split, "train")[0], rewards.SplitProblem)
+    assert not isinstance(na.task_problems(arith, "train")[0], rewards.SplitProblem)
+    assert all(p.scratch_ok for p in na.task_problems(scratch, "train") + na.task_problems(scratch, "test"))
+    assert not any(p.scratch_ok for p in na.task_problems(arith, "train"))
+
+
+def _written(x, y):
+    """(prompt, completion the teacher wrote) per row: the prompt from the inputs, the completion decoded
+    from the targets that are not -100, which end with exactly one EOS."""
+    rows = []
+    for xi, yi in zip(x.tolist(), y.tolist()):
+        text = na.decode([t for t in xi if t != na.PAD])
+        targets = [t for t in yi if t != -100]
+        assert targets[-1] == na.EOS and targets.count(na.EOS) == 1
+        rows.append((text[len("<|bos|>"):text.index("=") + 1], na.decode(targets[:-1])))
+    return rows
+
+
+def test_teacher_batch_scratchpad_share_one_writes_every_answer_as_a_scratchpad():
+    problems = rewards.make_problems(20, 0, "train", ops="+-", scratch=True)
+    by_prompt = {p.prompt: p for p in problems}
+    x, y = na.teacher_batch(problems, 32, random.Random(0), 0.0, CPU, scratch_share=1.0)
+    for prompt, written in _written(x, y):
+        p = by_prompt[prompt]
+        assert written == rewards.scratchpad(p.answer) and written.startswith("(")
+        assert rewards.score(p, written) == 1.0
+    # share 0: never; share 0.5: both forms, each a correct completion
+    x0, y0 = na.teacher_batch(problems, 32, random.Random(0), 0.0, CPU, scratch_share=0.0)
+    assert all(w == by_prompt[pr].answer for pr, w in _written(x0, y0))
+    x5, y5 = na.teacher_batch(problems, 64, random.Random(0), 0.0, CPU, scratch_share=0.5)
+    rows = _written(x5, y5)
+    n_scratch = sum(w.startswith("(") for _, w in rows)
+    assert 10 < n_scratch < 54
+    assert all(rewards.score(by_prompt[pr], w) == 1.0 for pr, w in rows)
+
+
+def test_teacher_batch_split_completions_are_correct_and_diverse():
+    problems = rewards.make_problems(4, 0, "train", digits=3, task="split")
+    by_prompt = {p.prompt: p for p in problems}
+    x, y = na.teacher_batch(problems, 32, random.Random(0), 0.0, CPU)
+    rows = _written(x, y)
+    assert len({pr for pr, _ in rows}) == 4
+    for prompt, written in rows:
+        assert by_prompt[prompt].accepts(written) and rewards.score(by_prompt[prompt], written) == 1.0, written
+    # one problem, one batch: the teacher writes many different correct splits, not one canonical answer
+    x1, y1 = na.teacher_batch(problems[:1], 16, random.Random(1), 0.0, CPU)
+    written = [w for _, w in _written(x1, y1)]
+    assert all(problems[0].accepts(w) for w in written)
+    assert len(set(written)) > 8
+    # (almost) full noise: every completion is wrong (one digit changed changes the sum)
+    xn, yn = na.teacher_batch(problems, 32, random.Random(0), 0.999999, CPU)
+    assert all(rewards.score(by_prompt[pr], w) == 0.0 for pr, w in _written(xn, yn))

@@ -62,14 +62,14 @@ def _oracle(problem, text):
     return 1.0 if m and m.group(1) == problem.answer and m.group(1) != "-0" else 0.0
 
 
-def _fuzz_strings(rng, n):
+def _fuzz_strings(rng, n, bases=("12", "-4", "0", " 12\n")):
     noise = "0123456789-+ \n\t\r.eE_x,١２\x00\u200b😀"
     for i in range(n):
         kind = i % 5
         if kind == 0:  # random code points, surrogates included
             yield "".join(chr(rng.randrange(0x110000)) for _ in range(rng.randrange(0, 12)))
         elif kind == 1:  # the right answer with noise inserted or deleted
-            s = list(rng.choice(["12", "-4", "0", " 12\n"]))
+            s = list(rng.choice(bases))
             for _ in range(rng.randrange(1, 4)):
                 op = rng.randrange(3)
                 if op == 0 or not s:
@@ -213,3 +213,218 @@ def test_corrupt_never_produces_negative_zero():
     rng = random.Random(0)
     outs = {rewards.corrupt("-5", rng) for _ in range(300)}
     assert all(str(int(c)) == c for c in outs), sorted(outs)
+
+
+# --- the scratchpad form -------------------------------------------------------------------------------
+PS12 = Problem("5+7=", "12", scratch_ok=True)
+PSNEG = Problem("5-9=", "-4", scratch_ok=True)
+PS100 = Problem("93+7=", "100", scratch_ok=True)
+
+
+def test_scratchpad_form():
+    assert rewards.scratchpad("445") == "(544)445"
+    assert rewards.scratchpad("12") == "(21)12"
+    assert rewards.scratchpad("0") == "(0)0"
+    assert rewards.scratchpad("100") == "(001)100"
+    assert rewards.scratchpad("-4") == "(4-)-4"
+
+
+@pytest.mark.parametrize("problem,text,expected", [
+    # the answer and exactly its scratchpad form
+    (PS12, "12", 1.0), (PS12, "(21)12", 1.0), (PSNEG, "-4", 1.0), (PSNEG, "(4-)-4", 1.0),
+    (PS100, "(001)100", 1.0), (PS100, "100", 1.0),
+    # only spaces and newlines at both ends are stripped
+    (PS12, " (21)12\n", 1.0), (PS12, "\n\n(21)12  ", 1.0), (PS12, "\t(21)12", 0.0), (PS12, "(21)12\t", 0.0),
+    (PS12, "(21)12\r", 0.0), (PS12, "( 21)12", 0.0), (PS12, "(21 )12", 0.0), (PS12, "(21) 12", 0.0),
+    (PS12, "(2 1)12", 0.0), (PS12, "(21)1 2", 0.0), (PS12, "(21)\n12", 0.0),
+    # a wrong scratchpad: reversed part wrong, answer part wrong, or both, or malformed
+    (PS12, "(12)12", 0.0), (PS12, "(31)12", 0.0), (PS12, "(21)13", 0.0), (PS12, "(31)13", 0.0),
+    (PS12, "(21)21", 0.0), (PS12, "(21)", 0.0), (PS12, "(21)12)", 0.0), (PS12, "((21)12", 0.0),
+    (PS12, "21)12", 0.0), (PS12, "(21", 0.0), (PS12, "(21)012", 0.0), (PS12, "(210)12", 0.0), (PS12, "()12", 0.0),
+    (PS12, "(21)12(21)", 0.0), (PS12, "12(21)", 0.0), (PS12, "[21]12", 0.0), (PS12, "(٢١)12", 0.0),
+    (PSNEG, "(-4)-4", 0.0), (PSNEG, "(4)-4", 0.0), (PSNEG, "(4-)4", 0.0), (PS100, "(1)100", 0.0),
+    (PS100, "(100)100", 0.0),
+])
+def test_scratch_ok_accepts_answer_and_exactly_its_scratchpad(problem, text, expected):
+    assert score(problem, text) == expected
+
+
+@pytest.mark.parametrize("problem", [P12, PNEG, P0])
+def test_scratchpad_scores_zero_when_not_allowed(problem):
+    assert problem.scratch_ok is False
+    assert score(problem, problem.answer) == 1.0
+    assert score(problem, rewards.scratchpad(problem.answer)) == 0.0
+    assert score(problem, " " + rewards.scratchpad(problem.answer) + "\n") == 0.0
+
+
+def test_make_problems_scratch_sets_scratch_ok_on_every_problem():
+    plain = rewards.make_problems(100, 5, "train", digits=2, ops="+-")
+    scratch = rewards.make_problems(100, 5, "train", digits=2, ops="+-", scratch=True)
+    assert not any(p.scratch_ok for p in plain)
+    assert all(p.scratch_ok for p in scratch)
+    assert [(p.prompt, p.answer) for p in plain] == [(p.prompt, p.answer) for p in scratch]  # same problems
+    for p, q in zip(plain, scratch):
+        sp = rewards.scratchpad(p.answer)
+        assert score(q, sp) == 1.0 and score(q, p.answer) == 1.0
+        assert score(p, sp) == 0.0 and score(p, p.answer) == 1.0
+
+
+def test_scratchpad_huge_completion_is_zero_and_fast():
+    t0 = time.perf_counter()
+    assert score(PS12, "(" + "1" * 1_000_000 + ")12") == 0.0
+    assert score(PS12, "(21)" + "9" * 1_000_000) == 0.0
+    assert time.perf_counter() - t0 < 0.5
+
+
+# --- the split task: many correct answers ---------------------------------------------------------------
+S57 = rewards.SplitProblem("57=", "23+34")
+S57_3 = rewards.SplitProblem("57=", "1+1+55", parts=3)
+
+
+@pytest.mark.parametrize("problem,text,expected", [
+    (S57, "23+34", 1.0), (S57, "34+23", 1.0), (S57, "50+7", 1.0), (S57, "1+56", 1.0), (S57, "56+1", 1.0),
+    (S57, " 23+34\n", 1.0), (S57, "\n50+7  ", 1.0),
+    # wrong sum
+    (S57, "23+33", 0.0), (S57, "23+35", 0.0), (S57, "57", 0.0), (S57, "1+57", 0.0),
+    # zero parts, leading zeros, signs
+    (S57, "0+57", 0.0), (S57, "57+0", 0.0), (S57, "00+57", 0.0), (S57, "012+45", 0.0), (S57, "12+045", 0.0),
+    (S57, "05+52", 0.0), (S57, "-1+58", 0.0), (S57, "58+-1", 0.0), (S57, "58-1", 0.0),
+    # wrong count of parts, empty parts
+    (S57, "1+1+55", 0.0), (S57, "20+30+7", 0.0), (S57, "+5+52", 0.0), (S57, "5++52", 0.0), (S57, "5+52+", 0.0),
+    (S57, "+57", 0.0), (S57, "57+", 0.0), (S57, "+", 0.0), (S57, "", 0.0), (S57, "++", 0.0),
+    # inner whitespace, other whitespace at the ends, non-ASCII digits, other syntax int() would accept
+    (S57, "23 +34", 0.0), (S57, "23+ 34", 0.0), (S57, "23 + 34", 0.0), (S57, "23+34\t", 0.0), (S57, "\t23+34", 0.0),
+    (S57, "٢٣+34", 0.0), (S57, "23+３４", 0.0), (S57, "２3+34", 0.0), (S57, "2_3+34", 0.0), (S57, "23+3_4", 0.0),
+    (S57, "23.0+34", 0.0), (S57, "0x17+34", 0.0), (S57, "23+34=", 0.0), (S57, "57=23+34", 0.0), (S57, "23*1+34", 0.0),
+    (S57, "23+34\x00", 0.0), (S57, "2\u200b3+34", 0.0), (S57, "(43)34+23", 0.0), (S57, rewards.scratchpad("23+34"), 0.0),
+    # three parts
+    (S57_3, "1+1+55", 1.0), (S57_3, "20+30+7", 1.0), (S57_3, "19+19+19", 1.0), (S57_3, "23+34", 0.0),
+    (S57_3, "20+30+0+7", 0.0), (S57_3, "0+50+7", 0.0), (S57_3, "20+30+07", 0.0), (S57_3, "20++37", 0.0),
+])
+def test_split_score_cases(problem, text, expected):
+    assert score(problem, text) == expected
+
+
+def test_split_huge_parts_are_zero_and_fast():
+    p = rewards.SplitProblem("100=", "99+1")
+    t0 = time.perf_counter()
+    for text in ["9" * 5000 + "+1", "1+" + "9" * 5000, "1" * 1_000_000 + "+1", "+".join(["1"] * 100_000),
+                 "0" * 5000 + "99+1", "99+" + "0" * 5000 + "1"]:
+        assert score(p, text) == 0.0  # never raises (int() refuses > 4300 digits), never slow
+    assert score(p, "99+1") == 1.0
+    assert time.perf_counter() - t0 < 0.5
+
+
+def _split_oracle(problem, text):
+    """Independent statement of the split rule: strip ' ' and '\\n'; exactly `parts` terms separated by '+',
+    each a positive ASCII decimal without leading zeros (and so no longer than N), summing to N."""
+    n_str = problem.prompt[:-1]
+    terms = text.strip(" \n").split("+")
+    if len(terms) != problem.parts:
+        return 0.0
+    for t in terms:
+        if not t or t[0] == "0" or any(ch not in "0123456789" for ch in t) or len(t) > len(n_str):
+            return 0.0
+    return 1.0 if sum(int(t) for t in terms) == int(n_str) else 0.0
+
+
+def test_split_fuzz_never_raises_never_evaluates(monkeypatch):
+    calls = []
+
+    def forbidden(*a, **k):
+        calls.append(a)
+        raise AssertionError("score evaluated text")
+
+    monkeypatch.setattr(builtins, "eval", forbidden)
+    monkeypatch.setattr(builtins, "exec", forbidden)
+    rng = random.Random(54321)
+    problems = [S57, S57_3, rewards.SplitProblem("100=", "99+1")]
+    bases = ["23+34", "50+7", "1+1+55", "99+1", " 20+30+7\n", "1+99"]
+    seen = {0.0: 0, 1.0: 0}
+    for i, text in enumerate(_fuzz_strings(rng, 10_000, bases)):
+        pr = problems[i % 3]
+        if i % 7 == 0:  # a correct split of this N, sometimes with whitespace around it (a tab is wrong)
+            text = rng.choice(["", " ", "\n"]) + pr.random_answer(rng) + rng.choice(["", " ", "\n", "\t"])
+        s = score(pr, text)
+        assert type(s) is float and s in (0.0, 1.0)
+        assert s == _split_oracle(pr, text), (pr, text[:50])
+        seen[s] += 1
+    assert calls == []
+    assert seen[1.0] > 50 and seen[0.0] > 5000  # the fuzz hit both outcomes
+
+
+def test_make_problems_split_prompts_answers_and_determinism():
+    a = rewards.make_problems(500, 7, "train", digits=3, operands=2, task="split")
+    assert a == rewards.make_problems(500, 7, "train", digits=3, operands=2, task="split")
+    assert a != rewards.make_problems(500, 8, "train", digits=3, operands=2, task="split")
+    assert len({p.prompt for p in a}) == 500
+    for p in a:
+        assert isinstance(p, rewards.SplitProblem) and p.parts == 2 and not p.scratch_ok
+        assert re.fullmatch(r"[1-9][0-9]{2}=", p.prompt), p
+        assert score(p, p.answer) == 1.0 and _split_oracle(p, p.answer) == 1.0
+    assert len({p.answer for p in a}) > 400  # the teacher's answers are random splits, not one fixed rule
+    for digits in (1, 2, 4):
+        for p in rewards.make_problems(5, 0, "train", digits=digits, task="split"):
+            assert re.fullmatch(rf"[1-9][0-9]{{{digits - 1}}}=", p.prompt), p
+
+
+def test_make_problems_split_train_and_test_are_disjoint():
+    train = rewards.make_problems(500, 0, "train", digits=3, task="split")
+    test = rewards.make_problems(60, 0, "test", digits=3, task="split")  # ~90 3-digit N are held out
+    tr, te = {p.prompt for p in train}, {p.prompt for p in test}
+    assert len(tr) == 500 and len(te) == 60 and tr.isdisjoint(te)
+    assert all(rewards.split_of(p) == "train" for p in tr) and all(rewards.split_of(p) == "test" for p in te)
+    other = rewards.make_problems(60, 99, "test", digits=3, task="split")
+    assert {p.prompt for p in other}.isdisjoint(tr)
+    with pytest.raises(ValueError):  # more held-out N than exist
+        rewards.make_problems(200, 0, "test", digits=3, task="split")
+
+
+def test_make_problems_split_three_parts_and_scratch_does_not_apply():
+    ps = rewards.make_problems(50, 1, "train", digits=2, operands=3, task="split", scratch=True)
+    for p in ps:
+        assert p.parts == 3 and p.answer.count("+") == 2 and score(p, p.answer) == 1.0
+        assert not p.scratch_ok and score(p, rewards.scratchpad(p.answer)) == 0.0
+
+
+@pytest.mark.parametrize("operands", [2, 3])
+def test_split_random_answer_is_always_correct(operands):
+    rng = random.Random(0)
+    problems = rewards.make_problems(20, 3, "train", digits=3, operands=operands, task="split")
+    problems.append(rewards.SplitProblem(f"{operands}=", "", parts=operands))  # the smallest N: one split only
+    for i in range(1000):
+        p = problems[i % len(problems)]
+        ans = p.random_answer(rng)
+        assert ans.count("+") == operands - 1
+        assert p.accepts(ans) and score(p, ans) == 1.0 and _split_oracle(p, ans) == 1.0, (p, ans)
+    assert problems[-1].random_answer(rng) == "+".join(["1"] * operands)
+
+
+def test_split_random_answer_covers_every_split():
+    p = rewards.SplitProblem("5=", "", parts=2)
+    rng = random.Random(1)
+    assert {p.random_answer(rng) for _ in range(1000)} == {"1+4", "2+3", "3+2", "4+1"}
+
+
+def test_make_problems_unknown_task_raises():
+    for task in ("foo", "", "Split", "ARITH"):
+        with pytest.raises(ValueError):
+            rewards.make_problems(5, 0, "train", task=task)
+
+
+def test_corrupt_split_answers_keeps_the_form():
+    rng = random.Random(0)
+    for ans, n in [("23+34", 57), ("100+899", 999), ("50+17", 67), ("12+30+45", 87), ("5+52", 57)]:
+        p = rewards.SplitProblem(f"{n}=", ans, parts=ans.count("+") + 1)
+        assert score(p, ans) == 1.0
+        outs = set()
+        for _ in range(300):
+            c = rewards.corrupt(ans, rng)
+            outs.add(c)
+            assert c != ans and len(c) == len(ans)
+            assert sum(x != y for x, y in zip(c, ans)) == 1  # exactly one digit changed
+            assert [i for i, ch in enumerate(c) if ch == "+"] == [i for i, ch in enumerate(ans) if ch == "+"]
+            for part in c.split("+"):
+                assert re.fullmatch(r"0|[1-9][0-9]*", part), (ans, c)  # no leading zero in any part
+            assert score(p, c) == 0.0  # one digit changed: the sum changed, the answer is wrong
+        assert len(outs) > 1

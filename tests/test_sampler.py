@@ -144,3 +144,26 @@ def test_sample_rejects_prompt_plus_completion_beyond_block_size():
     _sample(model, [[na.BOS, 1, 2, 3, 4, 5]] * 16, 0, T=5)  # 6 + 5 - 1 = 10 positions: fits
     with pytest.raises(ValueError):
         _sample(model, [[na.BOS, 1, 2, 3, 4, 5]] * 16, 0, T=6)  # 6 + 6 - 1 = 11 > 10 positions
+
+
+@pytest.mark.parametrize("seed,temperature", [(0, 1.0), (7, 0.7), (13, 1.5)])
+def test_uncached_sampling_equals_cached(seed, temperature):
+    # use_cache=False recomputes every step from scratch (bench.py's baseline): same draws, same rollout
+    model, prompts = _random_model(4), _prompts(seed)
+    assert len({len(p) for p in prompts}) == 4  # prompts of different lengths: several buckets
+    T = 9
+    a = na.sample(model, prompts, T, temperature, torch.Generator().manual_seed(seed), use_cache=True)
+    b = na.sample(model, prompts, T, temperature, torch.Generator().manual_seed(seed), use_cache=False)
+    assert torch.equal(a.tokens, b.tokens) and torch.equal(a.mask, b.mask)
+    assert torch.equal(a.sequences, b.sequences) and torch.equal(a.prompt_lens, b.prompt_lens)
+    torch.testing.assert_close(a.logp, b.logp, atol=1e-5, rtol=0)
+    torch.testing.assert_close(a.entropy, b.entropy, atol=1e-5, rtol=0)
+    assert a.mask.sum() > 40 and (a.mask == 0).any()  # long rows and rows that ended were both compared
+    _check_mask_layout(b)
+
+
+def test_uncached_sampling_respects_block_size():
+    model = _random_model(block_size=10)
+    na.sample(model, [[na.BOS, 1, 2, 3, 4, 5]] * 4, 5, 1.0, torch.Generator().manual_seed(0), use_cache=False)
+    with pytest.raises(ValueError):
+        na.sample(model, [[na.BOS, 1, 2, 3, 4, 5]] * 4, 6, 1.0, torch.Generator().manual_seed(0), use_cache=False)
