@@ -69,7 +69,7 @@ class Config:
     prompts: int = opt(32, "prompts per RL step (P)")
     group: int = opt(8, "completions per prompt (G)")
     temperature: float = opt(1.0, "sampling temperature (also used for old and new log-probs)")
-    lr: float = opt(1e-4, "RL learning rate (AdamW)")
+    lr: float = opt(2e-4, "RL learning rate (AdamW)")
     minibatches: int = opt(8, "optimizer steps per epoch over one rollout batch")
     epochs: int = opt(4, "passes over one rollout batch; mu = minibatches * epochs updates per batch")
     adv_std: bool = opt(True, "divide advantages by the group std (§1); --no-adv-std gives Dr. GRPO")
