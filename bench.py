@@ -39,7 +39,7 @@ def main(argv=None):
     # an untrained model rarely emits EOS, so every row runs to max_new_tokens: a fair token count
     for name, use_cache in (("KV cache", True), ("recompute", False)):
         gen = torch.Generator(device=device).manual_seed(0)
-        sec, roll = timed(lambda: na.sample(model, prompts, T, cfg.temperature, gen, use_cache), 5)
+        sec, roll = timed(lambda: na.sample(model, prompts, T, cfg.temperature, gen, use_cache), 20)
         tps = roll.mask.sum().item() / sec
         print(f"sampling ({name:9s}): {tps:10,.0f} tokens/s  ({sec * 1e3:6.1f} ms per batch)")
         if use_cache:

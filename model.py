@@ -57,10 +57,11 @@ class CausalSelfAttention(nn.Module):
                 cache.update(self.layer, k, v)
             y = F.scaled_dot_product_attention(q, k, v, is_causal=True)
         else:
-            # the new positions see every cached position and, among themselves, only the past
+            # the new positions see every cached position and, among themselves, only the past;
+            # a single new position sees everything, so it needs no mask (the common decode step)
             k, v = cache.update(self.layer, k, v)
             S = k.size(2)
-            mask = torch.ones(T, S, dtype=torch.bool, device=x.device).tril(diagonal=S - T)
+            mask = None if T == 1 else torch.ones(T, S, dtype=torch.bool, device=x.device).tril(diagonal=S - T)
             y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
         y = y.transpose(1, 2).contiguous().view(B, T, C)
         return self.proj(y)

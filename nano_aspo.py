@@ -226,9 +226,10 @@ def sample(model: GPT, prompts: list[list[int]], max_new_tokens: int, temperatur
     logps = torch.zeros(B, max_new_tokens, device=device)
     ents = torch.zeros(B, max_new_tokens, device=device)
     lens = torch.tensor([len(p) for p in prompts], device=device)
+    sequences = torch.full((B, int(lens.max()) + max_new_tokens), PAD, dtype=torch.long, device=device)
     for length in sorted(set(lens.tolist())):
         rows = (lens == length).nonzero().squeeze(1)
-        idx = torch.tensor([prompts[i] for i in rows.tolist()], dtype=torch.long, device=device)
+        idx = prompt_idx = torch.tensor([prompts[i] for i in rows.tolist()], dtype=torch.long, device=device)
         cache = KVCache(model.config, len(rows), device) if use_cache else None
         logits = model(idx, cache)[:, -1]
         alive = torch.ones(len(rows), dtype=torch.bool, device=device)
@@ -247,11 +248,7 @@ def sample(model: GPT, prompts: list[list[int]], max_new_tokens: int, temperatur
             else:
                 idx = torch.cat([idx, tok[:, None]], dim=1)
                 logits = model(idx)[:, -1]
-    L = int(lens.max()) + max_new_tokens
-    sequences = torch.full((B, L), PAD, dtype=torch.long, device=device)
-    for i, p in enumerate(prompts):
-        sequences[i, :len(p)] = torch.tensor(p, device=device)
-        sequences[i, len(p):len(p) + max_new_tokens] = tokens[i]
+        sequences[rows, :length + max_new_tokens] = torch.cat([prompt_idx, tokens[rows]], dim=1)
     return Rollout(lens, sequences, tokens, mask, logps, ents)
 
 
@@ -378,7 +375,7 @@ PRETRAIN_FIELDS = ("task", "digits", "operands", "ops", "train_problems", "n_lay
 def pretrain_key(cfg: Config) -> dict:
     """Everything that shapes the pretrained checkpoint: its settings and the code that makes it."""
     code = "".join(Path(__file__).with_name(f).read_text() for f in ("model.py", "rewards.py"))
-    code += inspect.getsource(pretrain) + inspect.getsource(teacher_batch) + inspect.getsource(task_problems) + VOCAB
+    code += "".join(inspect.getsource(f) for f in (pretrain, _pretrain, teacher_batch, task_problems)) + VOCAB
     return {"settings": {f: getattr(cfg, f) for f in PRETRAIN_FIELDS},
             "model": dataclasses.asdict(model_config(cfg)),
             "code_sha256": hashlib.sha256(code.encode()).hexdigest()}
@@ -410,6 +407,21 @@ def teacher_batch(problems, batch, rng: random.Random, noise: float, device, scr
 
 
 def pretrain(cfg: Config, device, log=print) -> GPT:
+    """Supervised training on the teacher's answers. On the CPU it runs on one thread: the recipe sits
+    near a sudden jump in competence (experiments.md), and a multi-threaded sum in another order can
+    land on the other side of it, so one thread makes the checkpoint the same whatever the machine's
+    thread count."""
+    if device.type != "cpu":
+        return _pretrain(cfg, device, log)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        return _pretrain(cfg, device, log)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _pretrain(cfg: Config, device, log=print) -> GPT:
     torch.manual_seed(cfg.pretrain_seed)
     rng = random.Random(cfg.pretrain_seed)
     problems = task_problems(cfg, "train")
