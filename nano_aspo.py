@@ -1,7 +1,7 @@
 """nano-aspo: GRPO and ASPO side by side on a tiny GPT that learns arithmetic.
 
 Read top to bottom: config, tokenizer, sampling, advantages, the losses (the heart), pretraining,
-evaluation, the RL loop, the comparison. The math is ../shared/ASPO.md; "§n" below cites its
+evaluation, the RL loop, the comparison. The math is ASPO.md (beside this file); "§n" below cites its
 sections. ASPO is Wang et al., "Asymmetric Importance Sampling Policy Optimization", arXiv 2510.06062.
 
     python nano_aspo.py                  # pretrain once, then GRPO and ASPO from the same checkpoint
@@ -16,7 +16,9 @@ import inspect
 import itertools
 import json
 import math
+import operator
 import random
+import re
 import sys
 import time
 from dataclasses import dataclass, field
@@ -58,11 +60,11 @@ class Config:
     n_embd: int = opt(64, "embedding width")
     # pretraining: the supervised stage that makes the starting policy
     teacher_noise: float = opt(0.1, "share of pretraining answers the teacher corrupts (one digit changed)")
-    scratch_share: float = opt(0.0, "share of pretraining answers the teacher writes as a scratchpad "
-                                    "'(<sum reversed>)<sum>'; > 0 also makes the verifier accept that form")
+    scratch_share: float = opt(0.0, "--task arith only: share of pretraining answers the teacher writes as a "
+                                    "scratchpad '(<sum reversed>)<sum>'; > 0 also makes the verifier accept that form")
     pretrain_steps: int = opt(2500, "supervised steps")
     pretrain_batch: int = opt(128, "sequences per supervised step")
-    pretrain_lr: float = opt(3e-3, "peak learning rate of the supervised stage (cosine decay)")
+    pretrain_lr: float = opt(3e-3, "peak learning rate of the supervised stage (OneCycleLR: 5% warm-up, cosine decay)")
     pretrain_seed: int = opt(1234, "seed of the pretraining stage (one checkpoint shared by all RL seeds)")
     # RL
     steps: int = opt(200, "RL steps (one rollout batch each)")
@@ -108,7 +110,7 @@ class Config:
         except ValueError:
             seeds = None
         need(seeds, "seeds", f"must be comma-separated integers (got {self.seeds!r})")
-        need(self.device == "auto" or self.device in ("cpu", "mps") or self.device.split(":")[0] == "cuda",
+        need(re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", self.device) is not None,
              "device", f"must be auto, cpu, cuda, cuda:N or mps (got {self.device!r})")
         for flag in ("digits", "n_layer", "n_head", "n_embd", "pretrain_steps", "pretrain_batch", "steps",
                      "prompts", "minibatches", "epochs", "eval_every", "eval_problems", "eval_samples", "k",
@@ -128,6 +130,8 @@ class Config:
         need(0 < self.eps_low < 1, "eps-low", f"must be in (0, 1) (got {self.eps_low})")
         need(0 < self.eps_high < 1, "eps-high", f"must be in (0, 1) (got {self.eps_high})")
         need(self.clip_c > 1, "clip-c", f"must be > 1 (got {self.clip_c})")
+        need(self.prompts <= self.train_problems, "prompts",
+             f"must be <= --train-problems (got {self.prompts} > {self.train_problems})")
         need(self.k <= self.eval_samples, "k", f"must be <= --eval-samples (got {self.k} > {self.eval_samples})")
         need(self.prompts * self.group >= self.minibatches, "minibatches",
              f"must be <= prompts * group = {self.prompts * self.group} (got {self.minibatches})")
@@ -186,7 +190,10 @@ def encode(text: str) -> list[int]:
 
 def decode(ids) -> str:
     """Token ids -> text; special tokens appear as <|bos|>, <|eos|>, <|pad|>."""
-    ids = [int(i) for i in ids]
+    try:
+        ids = [operator.index(i) for i in ids]  # ints only: no floats, strings or None
+    except TypeError as e:
+        raise ValueError(f"token ids must be integers ({e})") from None
     bad = [i for i in ids if not 0 <= i < VOCAB_SIZE]
     if bad:
         raise ValueError(f"token id {bad[0]} is outside the vocabulary (0..{VOCAB_SIZE - 1})")
@@ -229,7 +236,8 @@ def sample(model: GPT, prompts: list[list[int]], max_new_tokens: int, temperatur
     sequences = torch.full((B, int(lens.max()) + max_new_tokens), PAD, dtype=torch.long, device=device)
     for length in sorted(set(lens.tolist())):
         rows = (lens == length).nonzero().squeeze(1)
-        idx = prompt_idx = torch.tensor([prompts[i] for i in rows.tolist()], dtype=torch.long, device=device)
+        prompt_idx = torch.tensor([prompts[i] for i in rows.tolist()], dtype=torch.long, device=device)
+        idx = prompt_idx
         cache = KVCache(model.config, len(rows), device) if use_cache else None
         logits = model(idx, cache)[:, -1]
         alive = torch.ones(len(rows), dtype=torch.bool, device=device)
@@ -258,8 +266,7 @@ def token_logps(model: GPT, roll: Rollout, rows: torch.Tensor, temperature: floa
     seq = roll.sequences[rows]
     logits = model(seq[:, :-1]).float() / temperature  # (b, L-1, V): position j predicts token j+1
     T = roll.tokens.size(1)
-    pos = roll.prompt_lens[rows, None] - 1 + torch.arange(T, device=seq.device)  # (b, T)
-    pos = pos.clamp(max=logits.size(1) - 1)
+    pos = roll.prompt_lens[rows, None] - 1 + torch.arange(T, device=seq.device)  # (b, T), < L - 1 by construction
     logits = logits.gather(1, pos[..., None].expand(-1, -1, logits.size(-1)))  # (b, T, V)
     return F.log_softmax(logits, dim=-1).gather(2, roll.tokens[rows][..., None]).squeeze(2)
 
@@ -315,7 +322,9 @@ def policy_loss(method: str, logp: torch.Tensor, old_logp: torch.Tensor, advanta
 @torch.no_grad()
 def ratio_metrics(ratio, A, mask, eps_low, eps_high, clip_c) -> dict:
     """Clip fractions (low, high, dual) and ratio statistics, split by the sign of the advantage (§7).
-    'dual' is r > c for A < 0 and r < 1/c for A > 0: where grpo cuts the gradient and aspo gives it c."""
+    'dual' is r > c for A < 0 (grpo's weight is 0 there, aspo's is c) and r < 1/c for A > 0 (grpo's
+    weight is r < 1/c there, aspo's is c): the soft dual-clip of §5. 'below1' is r < 1, where the flip
+    1/r and grpo's r differ in direction."""
     valid = mask > 0
     m = {"abs_log_ratio": (ratio[valid].log().abs().mean().item() if valid.any() else 0.0)}
     for name, sign in (("pos", A > 0), ("neg", A < 0)):
@@ -428,6 +437,7 @@ def _pretrain(cfg: Config, device, log=print) -> GPT:
     model = GPT(model_config(cfg)).to(device)
     log(f"pretraining a {model.num_params():,}-parameter GPT for {cfg.pretrain_steps} steps "
         f"(teacher noise {cfg.teacher_noise})")
+    # OneCycleLR also cycles Adam's beta1 between 0.85 and 0.95, so the 0.9 below is only its starting value
     opt_ = torch.optim.AdamW(model.parameters(), lr=cfg.pretrain_lr, weight_decay=0.01, betas=(0.9, 0.98))
     sched = torch.optim.lr_scheduler.OneCycleLR(opt_, max_lr=cfg.pretrain_lr, total_steps=cfg.pretrain_steps,
                                                 pct_start=0.05)
@@ -449,8 +459,8 @@ def load_or_pretrain(cfg: Config, device, log=print) -> tuple[GPT, Path, float]:
     key = pretrain_key(cfg)
     digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
     path = Path(cfg.out_dir) / f"pretrained-{digest}.pt"
-    model = GPT(model_config(cfg)).to(device)
     if path.exists():
+        model = GPT(model_config(cfg)).to(device)
         try:
             ckpt = torch.load(path, map_location=device, weights_only=True)
             if not isinstance(ckpt, dict) or ckpt.get("key") != key:
@@ -470,7 +480,8 @@ def load_or_pretrain(cfg: Config, device, log=print) -> tuple[GPT, Path, float]:
 
 
 def mean(xs):
-    return sum(xs) / len(xs) if xs else float("nan")
+    """Mean of a list, None for an empty one (JSON has no NaN)."""
+    return sum(xs) / len(xs) if xs else None
 
 
 # %% --- evaluation: pass@1, pass@k, entropy and dead groups on held-out problems -------------------
@@ -527,7 +538,7 @@ class NonFiniteLoss(RuntimeError):
 def rl_step(model, opt_, batch_problems, cfg: Config, method: str, gen: torch.Generator) -> tuple[dict, dict]:
     """One rollout batch and mu = minibatches x epochs optimizer steps on it. Returns (metrics, timings).
 
-    Why mu > 1 matters: the first minibatch is on-policy (r = 1 exactly, every method gives the same
+    Why mu > 1 matters: the first minibatch is on-policy (r = 1, every method gives the same
     gradient, §2); only from the second update on does pi_theta differ from pi_old, r moves, and the
     methods' weights w(r) differ (§3-§5). mu is how far off-policy each batch is trained.
     """
@@ -539,7 +550,7 @@ def rl_step(model, opt_, batch_problems, cfg: Config, method: str, gen: torch.Ge
     with torch.no_grad():
         # old_logp: the same model state, precision (fp32) and temperature that sampled, through the
         # training path. The sampler's own log-probs agree to ~1e-5 (cached vs uncached kernels sum in
-        # a different order); recomputing makes the first minibatch's ratio exactly 1, as in verl.
+        # a different order); recomputing makes the first minibatch's ratio 1 up to rounding, as in verl.
         old_logp = token_logps(model, roll, torch.arange(B, device=adv.device), cfg.temperature)
     t1 = time.time()
     metrics = group_stats(r, roll, texts, cfg.group)
@@ -552,7 +563,7 @@ def rl_step(model, opt_, batch_problems, cfg: Config, method: str, gen: torch.Ge
             logp = token_logps(model, roll, rows, cfg.temperature)
             mask = roll.mask[rows]
             if epoch == 0 and i == 0:
-                # no update has happened yet, so pi_theta == pi_old and every ratio is 1 (§2)
+                # no update has happened yet, so pi_theta == pi_old and every ratio is 1 up to rounding (§2)
                 drift = ((logp - old_logp[rows]).abs() * mask).max().item()
                 assert drift < 1e-5, f"first minibatch is not on-policy: max |log r| = {drift:.2e}"
             loss, m = policy_loss(method, logp, old_logp[rows], adv[rows], mask, cfg.eps_low, cfg.eps_high, cfg.clip_c)
@@ -560,7 +571,7 @@ def rl_step(model, opt_, batch_problems, cfg: Config, method: str, gen: torch.Ge
                 raise NonFiniteLoss(f"non-finite loss ({loss.item()}) at minibatch {i} of epoch {epoch}")
             opt_.zero_grad(set_to_none=True)
             loss.backward()
-            metrics["grad_norm"] = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip).item()
+            m["grad_norm"] = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip).item()
             opt_.step()
             for k_, v in m.items():
                 sums.setdefault(k_, []).append(v)
@@ -590,7 +601,6 @@ def train_rl(base_state, cfg: Config, method: str, seed: int, device, train_pool
     """One RL run from the pretrained state. Returns its summary entry (and writes metrics lines)."""
     model = GPT(model_config(cfg)).to(device)
     model.load_state_dict(base_state)
-    torch.manual_seed(seed)
     opt_ = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=0.0)
     prompt_rng = random.Random(seed)  # same prompt stream for every method of this seed: paired runs
     gen = torch.Generator(device=device)
@@ -627,7 +637,7 @@ def train_rl(base_state, cfg: Config, method: str, seed: int, device, train_pool
 
 
 def criteria(runs: list[dict]) -> list[tuple[str, bool]]:
-    """The demonstration's four criteria (issue 3), evaluated on the runs' held-out numbers."""
+    """The four criteria the demonstration is judged by (README, Results), on the runs' held-out numbers."""
     by = {(r["method"], r["seed"]): r for r in runs if r["final"]}
     seeds = sorted({s for (m, s) in by if (("grpo", s) in by and ("aspo", s) in by)})
     if not seeds:
@@ -665,11 +675,18 @@ def main(argv=None) -> int:
         return 2
     t_start = time.time()
     out = Path(cfg.out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    try:  # a problem space too small for the requested counts, or a bad checkpoint: one line, no traceback
+    try:
+        out.mkdir(parents=True, exist_ok=True)
         train_pool, test_set = task_problems(cfg, "train"), task_problems(cfg, "test")
+    except OSError as e:
+        print(f"nano_aspo.py: error: --out-dir {cfg.out_dir}: {e.strerror}", file=sys.stderr)
+        return 2
+    except ValueError as e:  # a problem space too small for the requested counts
+        print(f"nano_aspo.py: error: --train-problems / --eval-problems too large for this task: {e}", file=sys.stderr)
+        return 2
+    try:
         model, ckpt, pretrain_s = load_or_pretrain(cfg, device)
-    except (ValueError, RuntimeError) as e:
+    except RuntimeError as e:  # a corrupt or foreign checkpoint
         print(f"nano_aspo.py: error: {e}", file=sys.stderr)
         return 1
     print(f"device {device}, model {model.num_params():,} parameters, mu = {cfg.mu} updates per rollout batch")

@@ -33,9 +33,9 @@ def plot_weights(path: Path, plt, eps_low=0.2, eps_high=0.28, clip_c=3.0):
     r = torch.logspace(-0.7, 0.65, 400, base=10).double()  # 0.2 .. 4.5
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.8), sharey=True)
     for ax, sign, title in ((axes[0], 1.0, "positive advantage (A > 0)"), (axes[1], -1.0, "negative advantage (A < 0)")):
-        for method, style in (("grpo", "-"), ("nois", ":"), ("aspo", "--")):
+        for method, style in zip(na.METHODS, ("-", "--", ":", "-.", "-")):
             w = weights(method, r, sign, eps_low=eps_low, eps_high=eps_high, clip_c=clip_c)
-            ax.plot(r, w, style, color=COLORS[method], lw=2, label=method)
+            ax.plot(r, w, style, color=COLORS.get(method), lw=2, label=method)
         for x in (1 / clip_c, 1 - eps_low, 1 + eps_high, clip_c):  # the clip boundaries 1/c, 1-eps_low, 1+eps_high, c
             ax.axvline(x, color="gray", lw=0.8, alpha=0.6)
         ax.set_xscale("log")
@@ -68,8 +68,8 @@ def plot_curves(metrics: Path, path: Path, plt):
               ("eval_pass@1", "held-out pass@1"),
               (k, f"held-out pass@{k.split('@')[1]}"),
               ("dead_groups", "share of dead groups (train batch)")]
-    fig, axes = plt.subplots(1, 4, figsize=(16, 3.8))
-    for ax, (key, label) in zip(axes, panels):
+    fig, axes = plt.subplots(2, 2, figsize=(11, 7.5))
+    for ax, (key, label) in zip(axes.flat, panels):
         for method in dict.fromkeys(r["method"] for r in rows):
             by_step = {}
             for r in rows:
@@ -83,8 +83,8 @@ def plot_curves(metrics: Path, path: Path, plt):
         ax.set_xlabel("RL step")
         ax.set_title(label)
         ax.grid(alpha=0.3)
-    axes[0].legend()
-    fig.suptitle(f"{metrics}: mean over seeds, band = min..max")
+    axes[0, 0].legend()
+    fig.suptitle(f"GRPO vs ASPO from the same checkpoint ({metrics}): mean over seeds, band = min..max")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     print(f"wrote {path}")

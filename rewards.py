@@ -1,8 +1,9 @@
 """The task and its verifier: seeded arithmetic problems and a strict 0/1 reward.
 
-A problem is a prompt such as "407+38=" and a canonical answer such as "445". The model sees the
-prompt and writes a completion; `score` gives 1.0 if the completion is exactly the answer and 0.0
-otherwise. The verifier never evaluates text (no eval/exec) and never raises.
+A problem is a prompt such as "407+38=" (task arith) or "417=" (task split: write 417 as a sum of
+positive numbers) and a canonical answer such as "445" or "208+209". The model sees the prompt and
+writes a completion; `score` gives 1.0 if the problem accepts the completion and 0.0 otherwise.
+The verifier never evaluates text (no eval/exec) and never raises for any completion.
 """
 import dataclasses
 import hashlib
@@ -136,10 +137,13 @@ _SURROUNDING = " \n"  # the only characters stripped from both ends of a complet
 
 
 def score(problem: Problem, completion: str) -> float:
-    """1.0 if the completion is a correct answer, else 0.0. Never raises, never evaluates text.
+    """1.0 if the completion is a correct answer, else 0.0. Never raises for any completion, never
+    evaluates text.
 
     Rules (strict): the completion is the text the model wrote before its end token. Spaces and
-    newlines at both ends are ignored; what remains must be exactly the canonical answer: decimal
+    newlines at both ends are ignored. Task split (SplitProblem.accepts): what remains must be
+    `parts` positive ASCII decimal integers without leading zeros joined by '+', summing to N.
+    Task arith (Problem.accepts): what remains must be exactly the canonical answer: decimal
     ASCII digits with an optional leading '-', no leading zeros ("07" is wrong, "0" is right), no
     '+', no inner whitespace, nothing after the number. Where the task allows the scratchpad, its
     exact form "(<answer reversed>)<answer>" is correct too, and any other scratchpad is wrong.

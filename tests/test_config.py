@@ -39,7 +39,8 @@ def test_both_flag_forms(argv):
                                         ("--lr", "0"), ("--grad-clip", "0"), ("--teacher-noise", "1"),
                                         ("--digits", "0"), ("--operands", "1"), ("--ops", "/"), ("--k", "17"),
                                         ("--task", "foo"), ("--task", ""), ("--task", "Split"),
-                                        ("--scratch-share", "0.5"), ("--scratch-share", "1.5")])
+                                        ("--scratch-share", "0.5"), ("--scratch-share", "1.5"),
+                                        ("--device", "cuda:abc"), ("--device", "cpu:0"), ("--prompts", "801")])
 @pytest.mark.parametrize("form", ["space", "equals"])
 def test_bad_values_raise_naming_the_flag(flag, value, form):
     argv = [flag, value] if form == "space" else [f"{flag}={value}"]
@@ -75,8 +76,16 @@ def test_main_reports_an_impossible_problem_count_in_one_line(capsys, tmp_path, 
     # exist. main should say so in one line and return non-zero, not crash with a traceback.
     rc = na.main(tiny_args + ["--task", task, "--digits", "1", "--out-dir", str(tmp_path)])
     err = capsys.readouterr().err.strip("\n").split("\n")
-    assert rc != 0
-    assert len(err) == 1, err
+    assert rc == 2
+    assert len(err) == 1 and "--train-problems" in err[0], err
+
+
+def test_main_reports_an_unusable_out_dir_in_one_line(capsys, tmp_path, tiny_args):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a directory")
+    rc = na.main(tiny_args + ["--out-dir", str(blocker)])
+    err = capsys.readouterr().err.strip("\n").split("\n")
+    assert rc == 2 and len(err) == 1 and "--out-dir" in err[0], err
 
 
 def _longest_answer(digits, operands, ops):

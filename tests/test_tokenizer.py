@@ -49,7 +49,7 @@ def test_encode_rejects_non_strings():
             na.encode(bad)
 
 
-@pytest.mark.parametrize("ids", [[na.VOCAB_SIZE], [0, 1, 99], [-1], [1, 2, 10**6]])
+@pytest.mark.parametrize("ids", [[na.VOCAB_SIZE], [0, 1, 99], [-1], [1, 2, 10**6], [None], [1.7], ["3"], [float("nan")]])
 def test_decode_rejects_ids_outside_the_vocab(ids):
     with pytest.raises(ValueError):
         na.decode(ids)
