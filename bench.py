@@ -4,6 +4,7 @@ RL step split into rollout and update, on the current device with the demo's def
     python bench.py                 # defaults of nano_aspo.py
     python bench.py --device cuda   # any nano_aspo.py flag is accepted
 """
+import random
 import sys
 import time
 
@@ -46,7 +47,7 @@ def main(argv=None):
             cached = tps
     print(f"KV cache speed-up: {cached / tps:.2f}x")
 
-    rng = na.random.Random(0)
+    rng = random.Random(0)
     train = na.task_problems(cfg, "train")
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.pretrain_lr)
 
@@ -57,9 +58,13 @@ def main(argv=None):
         loss.backward()
         opt.step()
 
+    threads = torch.get_num_threads()
+    if device.type == "cpu":
+        torch.set_num_threads(1)  # as nano_aspo.pretrain does on the CPU
     sec, _ = timed(pretrain_step, 50)
-    print(f"pretraining: {1 / sec:.1f} steps/s of {cfg.pretrain_batch} sequences "
-          f"({cfg.pretrain_steps} steps ~ {cfg.pretrain_steps * sec:.1f} s)")
+    torch.set_num_threads(threads)
+    print(f"pretraining ({'1 thread' if device.type == 'cpu' else device}): {1 / sec:.1f} steps/s of "
+          f"{cfg.pretrain_batch} sequences ({cfg.pretrain_steps} steps ~ {cfg.pretrain_steps * sec:.1f} s)")
 
     rl_opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr)
     gen = torch.Generator(device=device).manual_seed(0)

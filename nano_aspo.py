@@ -405,13 +405,11 @@ def teacher_batch(problems, batch, rng: random.Random, noise: float, device, scr
         seqs.append(p + encode(answer) + [EOS])
         starts.append(len(p))
     L = max(map(len, seqs))
-    x = torch.full((batch, L), PAD, dtype=torch.long)
-    for i, s in enumerate(seqs):
-        x[i, :len(s)] = torch.tensor(s)
-    y = x[:, 1:].clone()
-    for i, (s, start) in enumerate(zip(seqs, starts)):
-        y[i, :start - 1] = -100  # only the completion (answer and EOS) is learned
-        y[i, len(s) - 1:] = -100
+    x = torch.tensor([s + [PAD] * (L - len(s)) for s in seqs])  # (b, L), right-padded
+    pos = torch.arange(1, L)  # position of each target token
+    starts, ends = torch.tensor(starts)[:, None], torch.tensor([len(s) for s in seqs])[:, None]
+    # only the completion (answer and EOS) is learned: no loss on the prompt or the padding
+    y = x[:, 1:].masked_fill((pos < starts) | (pos >= ends), -100)
     return x[:, :-1].to(device), y.to(device)
 
 
