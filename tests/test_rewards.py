@@ -100,19 +100,24 @@ def forbid_eval(monkeypatch) -> list:
     return calls
 
 
-def test_fuzz_never_raises_never_evaluates(monkeypatch):
+def check_fuzz(monkeypatch, pairs, oracle):
+    """score every (problem, text) pair with eval/exec forbidden; each result must be 0.0 or 1.0 and
+    agree with the independent oracle, and the fuzz must hit both outcomes."""
     calls = forbid_eval(monkeypatch)
-    rng = random.Random(12345)
-    problems = [P12, P0, PNEG]
     seen = {0.0: 0, 1.0: 0}
-    for i, text in enumerate(_fuzz_strings(rng, 10_000)):
-        pr = problems[i % 3]
+    for pr, text in pairs:
         s = score(pr, text)
         assert type(s) is float and s in (0.0, 1.0)
-        assert s == _oracle(pr, text), (pr, text[:50])
+        assert s == oracle(pr, text), (pr, text[:50])
         seen[s] += 1
     assert calls == []
-    assert seen[1.0] > 50 and seen[0.0] > 5000  # the fuzz hit both outcomes
+    assert seen[1.0] > 50 and seen[0.0] > 5000
+
+
+def test_fuzz_never_raises_never_evaluates(monkeypatch):
+    rng = random.Random(12345)
+    problems = [P12, P0, PNEG]
+    check_fuzz(monkeypatch, ((problems[i % 3], t) for i, t in enumerate(_fuzz_strings(rng, 10_000))), _oracle)
 
 
 # --- make_problems -----------------------------------------------------------------------------------
@@ -335,21 +340,18 @@ def _split_oracle(problem, text):
 
 
 def test_split_fuzz_never_raises_never_evaluates(monkeypatch):
-    calls = forbid_eval(monkeypatch)
     rng = random.Random(54321)
     problems = [S57, S57_3, rewards.SplitProblem("100=", "99+1")]
     bases = ["23+34", "50+7", "1+1+55", "99+1", " 20+30+7\n", "1+99"]
-    seen = {0.0: 0, 1.0: 0}
-    for i, text in enumerate(_fuzz_strings(rng, 10_000, bases)):
-        pr = problems[i % 3]
-        if i % 7 == 0:  # a correct split of this N, sometimes with whitespace around it (a tab is wrong)
-            text = rng.choice(["", " ", "\n"]) + pr.random_answer(rng) + rng.choice(["", " ", "\n", "\t"])
-        s = score(pr, text)
-        assert type(s) is float and s in (0.0, 1.0)
-        assert s == _split_oracle(pr, text), (pr, text[:50])
-        seen[s] += 1
-    assert calls == []
-    assert seen[1.0] > 50 and seen[0.0] > 5000  # the fuzz hit both outcomes
+
+    def pairs():
+        for i, text in enumerate(_fuzz_strings(rng, 10_000, bases)):
+            pr = problems[i % 3]
+            if i % 7 == 0:  # a correct split of this N, sometimes with whitespace around it (a tab is wrong)
+                text = rng.choice(["", " ", "\n"]) + pr.random_answer(rng) + rng.choice(["", " ", "\n", "\t"])
+            yield pr, text
+
+    check_fuzz(monkeypatch, pairs(), _split_oracle)
 
 
 def test_make_problems_split_prompts_answers_and_determinism():
