@@ -64,7 +64,8 @@ class Config:
                                     "scratchpad '(<sum reversed>)<sum>'; > 0 also makes the verifier accept that form")
     pretrain_steps: int = opt(2500, "supervised steps")
     pretrain_batch: int = opt(128, "sequences per supervised step")
-    pretrain_lr: float = opt(3e-3, "peak learning rate of the supervised stage (OneCycleLR: 5% warm-up, cosine decay)")
+    pretrain_lr: float = opt(3e-3, "peak learning rate of the supervised stage "
+                                   "(OneCycleLR: warm-up over 5 percent of the steps, cosine decay)")
     pretrain_seed: int = opt(1234, "seed of the pretraining stage (one checkpoint shared by all RL seeds)")
     # RL
     steps: int = opt(200, "RL steps (one rollout batch each)")

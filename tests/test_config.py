@@ -1,3 +1,4 @@
+import dataclasses
 import itertools
 import random
 
@@ -172,3 +173,12 @@ def test_max_new_tokens_and_block_size_fit_the_longest_scratchpad(ops):
         assert len(prompt) + na.max_new_tokens(cfg) - 1 <= na.block_size(cfg)
         # the scratchpad form costs room: more than the plain task
         assert na.max_new_tokens(cfg) > na.max_new_tokens(na.Config(task="arith", digits=digits, operands=operands, ops=ops))
+
+
+def test_help_lists_every_flag(capsys):
+    with pytest.raises(SystemExit) as e:
+        na.parse_config(["--help"])
+    assert e.value.code == 0
+    out = capsys.readouterr().out
+    for f in dataclasses.fields(na.Config):
+        assert "--" + f.name.replace("_", "-") in out
