@@ -203,19 +203,27 @@ def test_make_problems_exhausts_a_small_space_then_raises():
     assert rewards.make_problems(0, 0, "train") == []
 
 
+def corruptions(ans: str, rng: random.Random, n: int = 300) -> set:
+    """n draws of corrupt(ans): each differs from ans in exactly one position and keeps its length;
+    returns the distinct outputs, of which there must be more than one (it really is random)."""
+    outs = set()
+    for _ in range(n):
+        c = rewards.corrupt(ans, rng)
+        assert c != ans and len(c) == len(ans)
+        assert sum(x != y for x, y in zip(c, ans)) == 1  # exactly one position changed
+        outs.add(c)
+    assert len(outs) > 1
+    return outs
+
+
 def test_corrupt_changes_one_digit_keeps_length_no_new_leading_zero():
     rng = random.Random(0)
     answers = ["0", "5", "-5", "10", "100", "-10", "-100", "99", "123456", "-987", "1000000"]
     for ans in answers:
-        outs = set()
-        for _ in range(300):
-            c = rewards.corrupt(ans, rng)
-            outs.add(c)
-            assert c != ans and len(c) == len(ans)
-            assert sum(x != y for x, y in zip(c, ans)) == 1  # exactly one position changed
+        outs = corruptions(ans, rng)
+        for c in outs:
             assert c.startswith("-") == ans.startswith("-")
             assert re.fullmatch(r"-?(0|[1-9][0-9]*)", c), (ans, c)  # no leading zero
-        assert len(outs) > 1  # it really is random
         assert score(Problem("x=", ans), ans) == 1.0 and all(score(Problem("x=", ans), c) == 0.0 for c in outs)
 
 
@@ -418,14 +426,8 @@ def test_corrupt_split_answers_keeps_the_form():
     for ans, n in [("23+34", 57), ("100+899", 999), ("50+17", 67), ("12+30+45", 87), ("5+52", 57)]:
         p = rewards.SplitProblem(f"{n}=", ans, parts=ans.count("+") + 1)
         assert score(p, ans) == 1.0
-        outs = set()
-        for _ in range(300):
-            c = rewards.corrupt(ans, rng)
-            outs.add(c)
-            assert c != ans and len(c) == len(ans)
-            assert sum(x != y for x, y in zip(c, ans)) == 1  # exactly one digit changed
+        for c in corruptions(ans, rng):
             assert [i for i, ch in enumerate(c) if ch == "+"] == [i for i, ch in enumerate(ans) if ch == "+"]
             for part in c.split("+"):
                 assert re.fullmatch(r"0|[1-9][0-9]*", part), (ans, c)  # no leading zero in any part
             assert score(p, c) == 0.0  # one digit changed: the sum changed, the answer is wrong
-        assert len(outs) > 1
