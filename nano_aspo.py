@@ -501,13 +501,15 @@ def rollout_and_score(model, problems, n, cfg: Config, generator):
 def group_stats(rewards_: torch.Tensor, roll: Rollout, texts: list[str], n: int) -> dict:
     """Metrics of §7 that any batch of groups has: reward, entropy, dead groups, distinct completions."""
     groups = [texts[i:i + n] for i in range(0, len(texts), n)]
+    scratch = [t.startswith("(") for t in texts]  # which completions use the scratchpad form
+    flat = rewards_.flatten().tolist()
     return {"reward": rewards_.mean().item(),
             "entropy": ((roll.entropy * roll.mask).sum() / roll.mask.sum()).item(),
             "dead_groups": (rewards_.std(dim=1) == 0).float().mean().item(),
             "distinct": sum(len(set(g)) for g in groups) / len(groups),
-            "scratch": sum(t.startswith("(") for t in texts) / len(texts),  # share of scratchpad completions
-            "scratch_reward": mean([x for x, t in zip(rewards_.flatten().tolist(), texts) if t.startswith("(")]),
-            "direct_reward": mean([x for x, t in zip(rewards_.flatten().tolist(), texts) if not t.startswith("(")])}
+            "scratch": sum(scratch) / len(texts),
+            "scratch_reward": mean([x for x, s in zip(flat, scratch) if s]),
+            "direct_reward": mean([x for x, s in zip(flat, scratch) if not s])}
 
 
 @torch.no_grad()
