@@ -31,7 +31,7 @@ import torch.nn.functional as F
 import rewards
 from model import GPT, GPTConfig, KVCache
 
-METHODS = ("grpo", "aspo", "nois")
+METHODS = ("grpo", "aspo", "nois", "posmean", "aspo-hardneg")
 
 
 # %% --- config: one dataclass, filled by argparse; the defaults are the demo ---------------------
@@ -289,6 +289,8 @@ def group_advantages(rewards_: torch.Tensor, use_std: bool = True) -> torch.Tens
 #   grpo    r (r <= 1+eps_high), else 0               r (1-eps_low <= r <= c), else 0
 #   aspo    1/r (1/c <= r <= 1+eps_high), c (r < 1/c), 0 above   r (1-eps_low <= r <= c), c (r > c), 0 below
 #   nois    1 where grpo's weight is r, else 0        (the ASPO paper's "no IS" ablation)
+#   posmean rbar (mean r of the completion) where r <= 1+eps_high, else 0;  A < 0 as grpo   (paper's ladder, §9)
+#   aspo-hardneg  A > 0 as aspo;  A < 0 as grpo (hard dual-clip): separates the flip from the soft negative clip (§5)
 def policy_loss(method: str, logp: torch.Tensor, old_logp: torch.Tensor, advantages: torch.Tensor,
                 mask: torch.Tensor, eps_low: float = 0.2, eps_high: float = 0.28, clip_c: float = 3.0):
     """logp, old_logp, mask: (B, T); advantages: (B,). Returns (token-mean loss, metrics dict)."""
@@ -297,22 +299,31 @@ def policy_loss(method: str, logp: torch.Tensor, old_logp: torch.Tensor, advanta
     pos, neg = A > 0, A < 0
     # PPO-clip with clip-higher (§4): min(r A, clip(r) A), written as a max over losses
     ppo = torch.maximum(-A * ratio, -A * ratio.clamp(1 - eps_low, 1 + eps_high))
-    if method == "grpo":
-        # §4 dual-clip: for A < 0 the loss is capped at -c A, so r > c gets no gradient
-        per_token = torch.where(neg, torch.minimum(ppo, -A * clip_c), ppo)
-    elif method == "aspo":
+    # §4 dual-clip: for A < 0 the loss is capped at -c A, so r > c gets no gradient
+    grpo = torch.where(neg, torch.minimum(ppo, -A * clip_c), ppo)
+    unit = (logp - logp.detach()).exp()  # value 1, gradient grad logp: "weight 1" for any term it multiplies
+    if method in ("aspo", "aspo-hardneg"):
         # §5 positive tokens: p = min(r, 1+eps_high); loss -A (p/sg p)/sg p has value -A/p and gradient
-        # weight 1/r (zero where p is the constant 1+eps_high). Negative tokens keep the PPO-clip term.
+        # weight 1/r (zero where p is the constant 1+eps_high); where 1/r > c, the soft dual-clip
+        # -A c logp gives weight exactly c instead
         p = ratio.clamp(max=1 + eps_high)
-        flipped = -A * (p / p.detach()) / p.detach()
-        per_token = torch.where(pos, flipped, ppo)
-        # §5 soft dual-clip: where the weight would exceed c, use -A c logp (gradient weight exactly c)
-        soft = (pos & (ratio < 1 / clip_c)) | (neg & (ratio > clip_c))
-        per_token = torch.where(soft, -A * clip_c * logp, per_token)
+        flipped = torch.where(ratio < 1 / clip_c, -A * clip_c * logp, -A * (p / p.detach()) / p.detach())
+        if method == "aspo":  # §5 negative tokens: PPO-clip, and the soft dual-clip (weight c) above c
+            negative = torch.where(ratio > clip_c, -A * clip_c * logp, ppo)
+        else:  # GRPO's hard dual-clip (weight 0 above c): only the flip differs from grpo
+            negative = grpo
+        per_token = torch.where(pos, flipped, negative)
+    elif method == "grpo":
+        per_token = grpo
     elif method == "nois":
         # no importance weight: w = 1 wherever grpo's weight is r, 0 wherever grpo clips
         keep = torch.where(pos, ratio <= 1 + eps_high, (ratio >= 1 - eps_low) & (ratio <= clip_c))
-        per_token = -A * (logp - logp.detach()).exp() * keep
+        per_token = -A * unit * keep
+    elif method == "posmean":
+        # §9's ladder step: each positive completion's tokens get its mean ratio rbar (no gradient
+        # through rbar) where grpo's token clip lets them through; negatives exactly as grpo
+        rbar = ((ratio * mask).sum(1, keepdim=True) / mask.sum(1, keepdim=True).clamp(min=1)).detach()  # (B, 1)
+        per_token = torch.where(pos, -A * rbar * unit * (ratio <= 1 + eps_high), grpo)
     else:
         raise ValueError(f"unknown method {method!r}; expected one of {', '.join(METHODS)}")
     n_valid = mask.sum().clamp(min=1)

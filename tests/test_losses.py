@@ -14,8 +14,8 @@ RATIOS = {"below_1/c": 0.2, "between_1/c_and_1-eps_low": 0.5, "inside_below_1": 
 def expected_w(method, A, r):
     """The per-token weights of ASPO.md §4 (grpo), §5 (aspo), and the no-IS ablation."""
     grpo = (r if r <= 1 + EPS_HIGH else 0.0) if A > 0 else (r if 1 - EPS_LOW <= r <= C else 0.0)
-    if method == "grpo":
-        return grpo
+    if method in ("grpo", "posmean") or (method == "aspo-hardneg" and A < 0):
+        return grpo  # posmean: a row of equal ratios has rbar = r, so its weights are grpo's
     if method == "nois":
         return 1.0 if grpo != 0.0 else 0.0
     if A > 0:
@@ -28,6 +28,8 @@ HAND = {
     ("grpo", 1): [0.2, 0.5, 0.9, 1.1, 0.0, 0.0], ("grpo", -1): [0.0, 0.0, 0.9, 1.1, 2.0, 0.0],
     ("aspo", 1): [3.0, 2.0, 1 / 0.9, 1 / 1.1, 0.0, 0.0], ("aspo", -1): [0.0, 0.0, 0.9, 1.1, 2.0, 3.0],
     ("nois", 1): [1.0, 1.0, 1.0, 1.0, 0.0, 0.0], ("nois", -1): [0.0, 0.0, 1.0, 1.0, 1.0, 0.0],
+    ("posmean", 1): [0.2, 0.5, 0.9, 1.1, 0.0, 0.0], ("posmean", -1): [0.0, 0.0, 0.9, 1.1, 2.0, 0.0],
+    ("aspo-hardneg", 1): [3.0, 2.0, 1 / 0.9, 1 / 1.1, 0.0, 0.0], ("aspo-hardneg", -1): [0.0, 0.0, 0.9, 1.1, 2.0, 0.0],
 }
 
 
@@ -35,6 +37,21 @@ def test_expected_table_matches_hand_table():
     for (method, sign), ws in HAND.items():
         for r, w in zip(RATIOS.values(), ws):
             assert expected_w(method, sign, r) == pytest.approx(w)
+
+
+def test_posmean_weights_each_positive_token_by_its_completions_mean_ratio():
+    # rows of unequal ratios: a positive row's tokens all get rbar (over valid tokens), except where their
+    # own r is above 1 + eps_high (weight 0); negative rows are grpo's per-token weights
+    rs = torch.tensor([[0.5, 1.1, 2.0, 0.9], [0.5, 1.1, 2.0, 0.9]])
+    mask = torch.tensor([[1.0, 1.0, 1.0, 0.0], [1.0, 1.0, 1.0, 1.0]])
+    old = torch.full((2, 4), -1.0)
+    logp = (old + rs.log()).clone().requires_grad_(True)
+    A = torch.tensor([1.5, -1.5])
+    loss, _ = policy_loss("posmean", logp, old, A, mask, EPS_LOW, EPS_HIGH, C)
+    loss.backward()
+    rbar = (0.5 + 1.1 + 2.0) / 3
+    w = torch.tensor([[rbar, rbar, 0.0, 0.0], [0.0, 1.1, 2.0, 0.9]])
+    torch.testing.assert_close(logp.grad, -A[:, None] * w * mask / mask.sum(), atol=1e-6, rtol=1e-5)
 
 
 def _grad(method, A_value, r, B=2, T=3, mask=None):
@@ -63,7 +80,7 @@ def test_mixed_batch_each_token_gets_its_own_weight():
     rs = list(RATIOS.values())
     A = torch.tensor([1.3, -0.6])
     old = torch.linspace(-2.0, -0.5, 2 * len(rs)).view(2, len(rs))
-    for method in na.METHODS:
+    for method in set(na.METHODS) - {"posmean"}:  # posmean's weight is per completion (its own test above)
         logp = (old + torch.log(torch.tensor(rs))).clone().requires_grad_(True)
         loss, _ = policy_loss(method, logp, old, A, torch.ones_like(old), EPS_LOW, EPS_HIGH, C)
         loss.backward()
