@@ -11,7 +11,9 @@ sections. ASPO is Wang et al., "Asymmetric Importance Sampling Policy Optimizati
 # %%
 import argparse
 import dataclasses
+import functools
 import hashlib
+import importlib.util
 import inspect
 import itertools
 import json
@@ -42,7 +44,8 @@ def opt(default, help):
 @dataclass
 class Config:
     # run
-    methods: str = opt("grpo,aspo", f"comma-separated methods to train, from {','.join(METHODS)}")
+    methods: str = opt("grpo,aspo", f"comma-separated methods to train, from {','.join(METHODS)}, or "
+                                    "FILE.py:FUNCTION: your own verl-style policy loss (check_loss.py)")
     seeds: str = opt("0", "comma-separated RL seeds; each runs every method from the same checkpoint (paired)")
     out_dir: str = opt("out", "directory for the cached checkpoint, metrics.jsonl and summary.json")
     device: str = opt("auto", "auto, cpu, cuda, cuda:N or mps")
@@ -104,8 +107,15 @@ class Config:
         def need(ok, flag, what):
             if not ok:
                 raise ValueError(f"--{flag} {what}")
-        bad = [m for m in self.method_list if m not in METHODS]
-        need(self.method_list and not bad, "methods", f"must name methods from {','.join(METHODS)} (got {self.methods!r})")
+        bad = [m for m in self.method_list if m not in METHODS and ".py:" not in m]
+        need(self.method_list and not bad, "methods",
+             f"must name methods from {','.join(METHODS)} or FILE.py:FUNCTION (got {self.methods!r})")
+        for spec in (m for m in self.method_list if ".py:" in m):
+            try:  # load a user's loss and call it once now, so that a broken one stops before pretraining
+                logp = torch.zeros(1, 2, requires_grad=True)
+                verl_loss(load_verl_loss(spec), logp, logp.detach(), torch.ones(1), torch.ones(1, 2))
+            except ValueError as e:
+                need(False, "methods", f"{spec}: {e}")
         try:
             seeds = self.seed_list
         except ValueError:
@@ -324,8 +334,10 @@ def policy_loss(method: str, logp: torch.Tensor, old_logp: torch.Tensor, advanta
         # through rbar) where grpo's token clip lets them through; negatives exactly as grpo
         rbar = ((ratio * mask).sum(1, keepdim=True) / mask.sum(1, keepdim=True).clamp(min=1)).detach()  # (B, 1)
         per_token = torch.where(pos, -A * rbar * unit * (ratio <= 1 + eps_high), grpo)
+    elif ".py:" in method:  # a user's verl-style loss (--methods FILE.py:FUNCTION, check_loss.py): see verl_loss
+        return verl_loss(load_verl_loss(method), logp, old_logp, advantages, mask, eps_low, eps_high, clip_c)
     else:
-        raise ValueError(f"unknown method {method!r}; expected one of {', '.join(METHODS)}")
+        raise ValueError(f"unknown method {method!r}; expected one of {', '.join(METHODS)} or FILE.py:FUNCTION")
     n_valid = mask.sum().clamp(min=1)
     loss = (per_token * mask).sum() / n_valid
     return loss, ratio_metrics(ratio.detach(), A, mask, eps_low, eps_high, clip_c)
@@ -351,6 +363,107 @@ def ratio_metrics(ratio, A, mask, eps_low, eps_high, clip_c) -> dict:
                   f"ratio_min_{name}": r.min().item(), f"ratio_mean_{name}": r.mean().item(),
                   f"ratio_max_{name}": r.max().item()})
     return m
+
+
+# A user's own policy loss, called the way verl calls one (--methods FILE.py:FUNCTION; check_loss.py). A loss
+# written for a verl fork then trains here beside the built-in methods and is weighed by the same per-token
+# weight view (§3): its gradient, like theirs, is -(1/N) sum_t A_t w_t grad logp_t for some w_t(r_t, sign A_t).
+VERL_TENSORS = ("old_log_prob", "log_prob", "advantages", "response_mask")  # verl passes these by keyword
+
+
+class VerlConfig(dict):
+    """The clip settings under verl's actor-config names, readable as verl's own losses read them:
+    config.clip_ratio_low, config["clip_ratio_low"] or config.get("clip_ratio_c", 3.0)."""
+
+    def __getattr__(self, name):
+        try:
+            return self[name]
+        except KeyError:
+            raise AttributeError(name) from None
+
+
+def one_line(e: BaseException) -> str:
+    """An exception as one line: its type and the first line of its message."""
+    first = str(e).strip().splitlines()
+    return f"{type(e).__name__}: {first[0]}" if first else type(e).__name__
+
+
+def verl_params(fn) -> list[str]:
+    """The parameters verl_loss passes to fn, by name: verl's four tensors, loss_agg_mode and config where fn
+    takes them, and an all-true mask for any other required parameter named *mask. ValueError naming a
+    parameter that verl's policy-loss call would leave unfilled."""
+    try:
+        params = inspect.signature(fn).parameters
+    except (TypeError, ValueError):
+        raise ValueError("its signature cannot be read") from None
+    takes_any = any(p.kind is p.VAR_KEYWORD for p in params.values())
+    for name in VERL_TENSORS:
+        if name not in params and not takes_any:
+            raise ValueError(f"it does not take {name}, one of the keyword arguments verl passes "
+                             f"({', '.join(VERL_TENSORS)}, loss_agg_mode, config)")
+    names = []
+    for name, p in params.items():
+        required = p.default is p.empty and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)
+        if required and p.kind is p.POSITIONAL_ONLY:
+            raise ValueError(f"its parameter {name!r} is positional-only; verl passes everything by keyword")
+        if name in VERL_TENSORS or name in ("loss_agg_mode", "config") or (required and name.endswith("mask")):
+            names.append(name)
+        elif required:
+            raise ValueError(f"it requires a parameter {name!r} that verl's policy-loss call does not pass")
+    return names + [n for n in VERL_TENSORS if n not in names]  # the rest go through **kwargs
+
+
+@functools.lru_cache(maxsize=None)  # loaded once per run (failures are not cached)
+def load_verl_loss(spec: str):
+    """'path/to/file.py:function' -> that function, imported from the file (nothing to install). ValueError
+    (one line) for a missing file or function, something not callable, or a parameter verl would not fill."""
+    path, _, name = spec.rpartition(":")
+    if not path.endswith(".py") or not name:
+        raise ValueError("expected FILE.py:FUNCTION")
+    if not Path(path).is_file():
+        raise ValueError(f"no such file {path}")
+    module_name = "nano_aspo_user_" + hashlib.sha256(str(Path(path).resolve()).encode()).hexdigest()[:12]
+    module_spec = importlib.util.spec_from_file_location(module_name, path)
+    module = importlib.util.module_from_spec(module_spec)
+    sys.modules[module_name] = module  # some code looks its module up while it is imported (dataclasses)
+    try:
+        module_spec.loader.exec_module(module)
+    except Exception as e:
+        del sys.modules[module_name]
+        raise ValueError(f"importing {path} raised {one_line(e)}") from None
+    fn = getattr(module, name, None)
+    if fn is None:
+        raise ValueError(f"{path} has no function {name!r}")
+    if not callable(fn):
+        raise ValueError(f"{name!r} in {path} is not callable")
+    verl_params(fn)
+    return fn
+
+
+def verl_loss(fn, logp, old_logp, advantages, mask, eps_low=0.2, eps_high=0.28, clip_c=3.0):
+    """policy_loss for a verl-style loss fn: the same arguments and the same (loss, metrics). fn gets what
+    verl's actor passes: per-token advantages (B, T) (constant along a row, §1), the response mask,
+    loss_agg_mode="token-mean" (§3) and config with the clip settings; its loss is its return value or the
+    first element of it (verl returns (loss, metrics) or, before 0.6.1, a 4-tuple). ValueError, one line,
+    where fn raises, returns no scalar, or returns a loss without a gradient."""
+    A = advantages[:, None].expand_as(logp)
+    given = {"old_log_prob": old_logp, "log_prob": logp, "advantages": A.contiguous(), "response_mask": mask,
+             "loss_agg_mode": "token-mean",
+             "config": VerlConfig(clip_ratio=eps_low, clip_ratio_low=eps_low, clip_ratio_high=eps_high,
+                                  clip_ratio_c=clip_c)}
+    all_true = torch.ones_like(mask, dtype=torch.bool)
+    try:
+        out = fn(**{name: given.get(name, all_true) for name in verl_params(fn)})
+    except Exception as e:
+        raise ValueError(f"it raised {one_line(e)}") from e
+    loss = out[0] if isinstance(out, (tuple, list)) and out else out
+    if not isinstance(loss, torch.Tensor) or loss.numel() != 1:
+        what = f"a tensor of shape {tuple(loss.shape)}" if isinstance(loss, torch.Tensor) else type(loss).__name__
+        raise ValueError(f"it returned {what}, not a scalar loss")
+    if logp.requires_grad and not loss.requires_grad:
+        raise ValueError("its loss has no gradient with respect to log_prob")
+    ratio = (logp - old_logp).clamp(-20.0, 20.0).exp()
+    return loss.reshape(()), ratio_metrics(ratio.detach(), A, mask, eps_low, eps_high, clip_c)
 
 
 # %% --- pretraining: the supervised stage that makes a stochastic, partly-right start policy -------

@@ -7,8 +7,10 @@ The weight figure is computed by autograd through nano_aspo.policy_loss, so it c
 code: for one token with advantage A = +1 or -1, w = -dL/dlogp / A (ASPO.md §3).
 """
 import argparse
+import itertools
 import json
 import sys
+import zlib
 from pathlib import Path
 
 import torch
@@ -16,6 +18,13 @@ import torch
 import nano_aspo as na
 
 COLORS = {"grpo": "tab:red", "aspo": "tab:blue", "nois": "tab:green"}
+MORE_COLORS = ("tab:purple", "tab:orange", "tab:brown", "tab:pink", "tab:olive", "tab:cyan", "black")
+
+
+def color(method: str) -> str:
+    """A method's color: fixed for the README's three, else picked by its name (any name, e.g. a user's
+    FILE.py:FUNCTION run), the same in every figure and every run."""
+    return COLORS.get(method) or MORE_COLORS[zlib.crc32(method.encode()) % len(MORE_COLORS)]
 
 
 def weights(method: str, ratios: torch.Tensor, sign: float, **clip) -> torch.Tensor:
@@ -29,13 +38,13 @@ def weights(method: str, ratios: torch.Tensor, sign: float, **clip) -> torch.Ten
     return -grad / sign
 
 
-def plot_weights(path: Path, plt, eps_low=0.2, eps_high=0.28, clip_c=3.0):
+def plot_weights(path: Path, plt, eps_low=0.2, eps_high=0.28, clip_c=3.0, methods=na.METHODS):
     r = torch.logspace(-0.7, 0.65, 400, base=10).double()  # 0.2 .. 4.5
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.8), sharey=True)
     for ax, sign, title in ((axes[0], 1.0, "positive advantage (A > 0)"), (axes[1], -1.0, "negative advantage (A < 0)")):
-        for method, style in zip(na.METHODS, ("-", "--", ":", "-.", "-")):
+        for method, style in zip(methods, itertools.cycle(("-", "--", ":", "-."))):
             w = weights(method, r, sign, eps_low=eps_low, eps_high=eps_high, clip_c=clip_c)
-            ax.plot(r, w, style, color=COLORS.get(method), lw=2, label=method)
+            ax.plot(r, w, style, color=color(method), lw=2, label=method)
         for x in (1 / clip_c, 1 - eps_low, 1 + eps_high, clip_c):  # the clip boundaries 1/c, 1-eps_low, 1+eps_high, c
             ax.axvline(x, color="gray", lw=0.8, alpha=0.6)
         ax.set_xscale("log")
@@ -78,8 +87,8 @@ def plot_curves(metrics: Path, path: Path, plt):
             steps = sorted(by_step)
             vals = [by_step[s] for s in steps]
             mean = [sum(v) / len(v) for v in vals]
-            ax.plot(steps, mean, color=COLORS.get(method), lw=2, label=f"{method} (mean of {len(vals[-1])} seeds)")
-            ax.fill_between(steps, [min(v) for v in vals], [max(v) for v in vals], color=COLORS.get(method), alpha=0.2)
+            ax.plot(steps, mean, color=color(method), lw=2, label=f"{method} (mean of {len(vals[-1])} seeds)")
+            ax.fill_between(steps, [min(v) for v in vals], [max(v) for v in vals], color=color(method), alpha=0.2)
         ax.set_xlabel("RL step")
         ax.set_title(label)
         ax.grid(alpha=0.3)

@@ -1,0 +1,239 @@
+"""check_loss.py (the per-token weight checker), the verl calling convention in nano_aspo (verl_loss, and
+--methods FILE.py:FUNCTION in the RL loop), the verl plugin integrations/verl_aspo.py and the broken examples."""
+import importlib.util
+import itertools
+import json
+import sys
+import types
+
+import pytest
+import torch
+
+import check_loss
+import nano_aspo as na
+from conftest import ROOT
+from test_rl import _alternating_score
+
+PLUGIN = f"{ROOT / 'integrations' / 'verl_aspo.py'}:compute_policy_loss_aspo"
+BROKEN = ROOT / "examples" / "broken_aspo.py"
+
+
+def run(capsys, *argv):
+    """check_loss.main -> (exit code, stdout lines, stderr lines)."""
+    rc = check_loss.main([str(a) for a in argv])
+    cap = capsys.readouterr()
+    return rc, cap.out.strip("\n").split("\n"), [ln for ln in cap.err.split("\n") if ln]
+
+
+def mismatch_lines(out):
+    """The lines after the table that name a branch that differs."""
+    return [ln for ln in out if ": w = " in ln]
+
+
+def write(tmp_path, source, name="user_loss.py"):
+    path = tmp_path / name
+    path.write_text(source)
+    return path
+
+
+# a built-in method behind verl's calling convention: per-token advantages, the clip settings from config
+WRAPPED = """import nano_aspo as na
+
+def loss(old_log_prob, log_prob, advantages, response_mask, loss_agg_mode="token-mean", config=None):
+    assert loss_agg_mode == "token-mean" and advantages.shape == log_prob.shape
+    return na.policy_loss("{method}", log_prob, old_log_prob, advantages[:, 0], response_mask, config.clip_ratio_low,
+                          config["clip_ratio_high"], config.get("clip_ratio_c", 3.0))[0], {{}}
+"""
+
+
+@pytest.mark.parametrize("method,reference", itertools.product(na.METHODS, na.METHODS))
+def test_each_builtin_passes_against_itself_and_fails_against_the_others(capsys, tmp_path, method, reference):
+    # non-default flags: the probes follow them and the wrapped loss must read them from verl's config names
+    path = write(tmp_path, WRAPPED.format(method=method))
+    rc, out, err = run(capsys, f"{path}:loss", "--reference", reference, "--eps-low", "0.1", "--eps-high", "0.35",
+                       "--clip-c", "4")
+    assert err == []
+    assert f"closest built-in method: {method} (0 of 18 branches differ" in "\n".join(out)
+    lines = mismatch_lines(out)
+    if method == reference:
+        assert rc == 0 and lines == [] and out[-1] == f"all 18 branches match {reference} within 0.0001"
+    else:
+        assert rc == 1 and lines and all(ln.startswith(("A > 0, ", "A < 0, ")) for ln in lines), lines
+        assert out[-len(lines) - 1] == f"{len(lines)} of 18 branches differ from {reference}:"
+
+
+@pytest.mark.parametrize("method,reference,want", [
+    # the methods that differ least: each pair differs exactly where ASPO.md says
+    ("aspo-hardneg", "aspo", ["A < 0, r > c: w = 0, aspo expects c"]),
+    ("posmean", "grpo", ["A > 0, mixed row: its token at r: w = rbar, grpo expects r",
+                         "A > 0, mixed row: its tokens at r = 1: w = rbar, grpo expects 1"]),
+    ("grpo", "aspo", ["A > 0, r < 1/c: w = r, aspo expects c", "A > 0, 1/c <= r < 1-eps_low: w = r, aspo expects 1/r",
+                      "A > 0, 1-eps_low <= r < 1: w = r, aspo expects 1/r",
+                      "A > 0, 1 <= r < 1+eps_high: w = r, aspo expects 1/r",
+                      "A > 0, mixed row: its token at r: w = r, aspo expects 1/r",
+                      "A < 0, r > c: w = 0, aspo expects c"]),
+])
+def test_mismatch_lines_name_the_branch_and_both_weights(capsys, method, reference, want):
+    rc, out, _ = run(capsys, method, "--reference", reference)
+    assert rc == 1 and mismatch_lines(out) == want
+
+
+def test_unflipped_ratio_is_caught_on_the_positive_branches(capsys):
+    rc, out, _ = run(capsys, f"{BROKEN}:aspo_unflipped")
+    lines = mismatch_lines(out)
+    assert rc == 1
+    assert "A > 0, 1/c <= r < 1-eps_low: w = r, aspo expects 1/r" in lines
+    assert all(ln.startswith("A > 0, ") for ln in lines), lines  # its negative side is right
+    assert "closest built-in method: grpo (1 of 18 branches differ" in "\n".join(out)  # GRPO's positive weights
+
+
+def test_dual_clip_through_detached_logp_is_caught_below_one_over_c(capsys):
+    rc, out, _ = run(capsys, f"{BROKEN}:aspo_logp_dualclip")
+    lines = mismatch_lines(out)
+    assert rc == 1 and len(lines) == 1, lines
+    assert lines[0].startswith("A > 0, r < 1/c: w = -") and lines[0].endswith("aspo expects c")  # the sign flipped
+
+
+def test_verl_plugin_is_aspo_for_any_valid_flags(capsys):
+    assert "verl" not in sys.modules  # the plugin is checked without verl installed
+    # the README's defaults, the paper's (§9), and flags where 1+eps_high = c (those two ranges merge: 16 branches)
+    for flags, n in (([], 18), (["--eps-low", "0.2", "--eps-high", "0.2", "--clip-c", "3"], 18),
+                     (["--eps-low", "0.05", "--eps-high", "0.5", "--clip-c", "1.5"], 16)):
+        rc, out, err = run(capsys, PLUGIN, "--reference", "aspo", *flags)
+        assert rc == 0 and err == [] and out[-1] == f"all {n} branches match aspo within 0.0001", flags
+    rc, out, _ = run(capsys, PLUGIN, "--reference", "grpo")
+    assert rc == 1 and mismatch_lines(out)
+
+
+def _load_plugin(name="verl_aspo_under_test"):
+    spec = importlib.util.spec_from_file_location(name, ROOT / "integrations" / "verl_aspo.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_verl_plugin_loss_and_gradient_equal_policy_loss_aspo():
+    gen = torch.Generator().manual_seed(0)
+    old = -torch.rand(6, 7, generator=gen, dtype=torch.float64) * 3
+    logp = (old + torch.randn(6, 7, generator=gen, dtype=torch.float64)).requires_grad_(True)  # r from ~0.05 to ~20
+    adv = torch.tensor([1.5, -0.5, 0.0, 2.0, -1.0, 0.7], dtype=torch.float64)
+    mask = torch.ones(6, 7, dtype=torch.float64)
+    mask[1, 4:] = 0
+    mask[3, 2:] = 0
+    config = na.VerlConfig(clip_ratio=0.2, clip_ratio_low=0.2, clip_ratio_high=0.28, clip_ratio_c=3.0)
+    loss, metrics = _load_plugin().compute_policy_loss_aspo(old, logp, adv[:, None].expand(-1, 7), mask, config=config)
+    want, _ = na.policy_loss("aspo", logp, old, adv, mask, 0.2, 0.28, 3.0)
+    assert loss.item() == pytest.approx(want.item(), rel=1e-12)
+    (g,), (g_want,) = torch.autograd.grad(loss, logp), torch.autograd.grad(want, logp)
+    torch.testing.assert_close(g, g_want, rtol=1e-12, atol=1e-15)
+    assert set(metrics) == {"actor/pg_clipfrac", "actor/ppo_kl", "actor/pg_clipfrac_lower"}
+
+
+@pytest.mark.parametrize("version,returns", [("0.7.0.dev", 2), ("0.6.1", 2), ("0.6.0", 4), ("0.5.0", 4)])
+def test_verl_plugin_registers_aspo_and_returns_what_that_verl_unpacks(monkeypatch, version, returns):
+    # a stand-in verl with the two names the plugin imports: registration at import, agg_loss used with verl's
+    # config.global_batch_info (verl >= 0.7 passes global token counts through it)
+    registry, agg_calls = {}, []
+
+    def agg_loss(loss_mat, loss_mask, loss_agg_mode, **global_batch_info):
+        agg_calls.append((loss_agg_mode, global_batch_info))
+        return (loss_mat * loss_mask).sum() / global_batch_info.get("batch_num_tokens", loss_mask.sum())
+
+    core_algos = types.SimpleNamespace(register_policy_loss=lambda name: lambda fn: registry.setdefault(name, fn),
+                                       agg_loss=agg_loss)
+    verl = types.ModuleType("verl")
+    verl.__version__ = version
+    for name, module in (("verl", verl), ("verl.trainer", types.ModuleType("verl.trainer")),
+                         ("verl.trainer.ppo", types.ModuleType("verl.trainer.ppo")),
+                         ("verl.trainer.ppo.core_algos", core_algos)):
+        monkeypatch.setitem(sys.modules, name, module)
+    plugin = _load_plugin()
+    assert registry == {"aspo": plugin.compute_policy_loss_aspo}
+    config = na.VerlConfig(clip_ratio=0.2, clip_ratio_low=None, clip_ratio_high=0.28, clip_ratio_c=3.0,
+                           global_batch_info={"batch_num_tokens": 8})
+    logp = torch.zeros(2, 3, requires_grad=True)
+    out = plugin.compute_policy_loss_aspo(torch.zeros(2, 3), logp, torch.ones(2, 3), torch.ones(2, 3),
+                                          loss_agg_mode="seq-mean-token-mean", config=config)
+    assert len(out) == returns
+    assert agg_calls == [("seq-mean-token-mean", {"batch_num_tokens": 8})]
+    assert out[0].item() == pytest.approx(-6 / 8)  # r = 1: every positive token's loss is -A/p = -1
+
+
+# --- bad input: one line on stderr, exit 2 --------------------------------------------------------------------
+GOOD_HEADER = "import torch\n\ndef fn(old_log_prob, log_prob, advantages, response_mask{extra}):\n"
+
+
+@pytest.mark.parametrize("source,argv_tail,says", [
+    (None, ["missing.py:fn"], "no such file"),
+    ("x = 1\n", ["{path}:fn"], "has no function 'fn'"),
+    ("fn = 3\n", ["{path}:fn"], "'fn' in"),
+    ("def fn(:\n", ["{path}:fn"], "importing"),
+    (GOOD_HEADER.format(extra="") + "    raise RuntimeError('boom\\nsecond line')\n", ["{path}:fn"], "RuntimeError: boom"),
+    (GOOD_HEADER.format(extra="") + "    return -(advantages * log_prob)\n", ["{path}:fn"], "not a scalar loss"),
+    (GOOD_HEADER.format(extra="") + "    return 'loss'\n", ["{path}:fn"], "not a scalar loss"),
+    (GOOD_HEADER.format(extra="") + "    return torch.tensor(1.0)\n", ["{path}:fn"], "no gradient"),
+    (GOOD_HEADER.format(extra="") + "    return (log_prob * 0).sum() + log_prob.sum().detach()\n", ["{path}:fn"],
+     "gradient at r = 1 is zero"),
+    (GOOD_HEADER.format(extra=", beta") + "    return log_prob.sum()\n", ["{path}:fn"], "'beta'"),
+    ("def fn(log_prob, advantages):\n    return log_prob.sum()\n", ["{path}:fn"], "old_log_prob"),
+    (None, ["aspo", "--clip-c", "1"], "--clip-c"),
+    (None, ["ppo"], "ppo"),
+    (None, ["{path}"], "expected FILE.py:FUNCTION"),
+])
+def test_bad_input_is_one_line_and_exit_2(capsys, tmp_path, source, argv_tail, says):
+    path = write(tmp_path, source) if source is not None else tmp_path / "user_loss.py"
+    rc, out, err = run(capsys, *[a.format(path=path) for a in argv_tail])
+    assert rc == 2 and out == [""]
+    assert len(err) == 1 and err[0].startswith("check_loss.py: error: ") and says in err[0], err
+
+
+def test_other_required_mask_parameters_get_an_all_true_mask(capsys, tmp_path):
+    path = write(tmp_path, "import torch\n\ndef fn(old_log_prob, log_prob, advantages, response_mask, loss_mask):\n"
+                           "    assert loss_mask.dtype == torch.bool and bool(loss_mask.all())\n"
+                           "    m = response_mask * loss_mask\n"
+                           "    return (-advantages * torch.exp(log_prob - old_log_prob) * m).sum() / m.sum()\n")
+    rc, out, _ = run(capsys, f"{path}:fn", "--reference", "grpo")
+    # r A without any clip: grpo's weights inside the clip range, not where grpo clips
+    assert rc == 1 and "A > 0, 1 <= r < 1+eps_high" not in "\n".join(mismatch_lines(out))
+    assert "A > 0, 1+eps_high <= r < c: w = r, grpo expects 0" in mismatch_lines(out)
+
+
+def test_plot_draws_a_png(capsys, tmp_path):
+    pytest.importorskip("matplotlib")
+    rc, out, _ = run(capsys, "aspo", "--plot", tmp_path / "w.png")
+    assert rc == 0 and (tmp_path / "w.png").stat().st_size > 10_000
+
+
+def test_plot_colors_any_method_name():
+    import plot
+    assert plot.color("aspo") == "tab:blue" and plot.color("grpo") == "tab:red"
+    spec = "my/file.py:fn"
+    assert plot.color(spec) in plot.MORE_COLORS and plot.color(spec) == plot.color(spec)
+
+
+# --- your loss in the toy: --methods FILE.py:FUNCTION --------------------------------------------------------------
+def test_a_bad_user_method_is_a_one_line_config_error(tmp_path):
+    with pytest.raises(ValueError, match=r"^--methods .*missing\.py:fn: no such file"):
+        na.parse_config(["--methods", f"grpo,{tmp_path / 'missing.py'}:fn"])
+    path = write(tmp_path, GOOD_HEADER.format(extra="") + "    return -(advantages * log_prob)\n")
+    with pytest.raises(ValueError, match="--methods .*not a scalar loss"):  # called once before any training
+        na.parse_config(["--methods", f"{path}:fn"])
+    assert na.parse_config(["--methods", f"grpo,{PLUGIN}"]).method_list == ["grpo", PLUGIN]
+
+
+def test_main_trains_a_user_loss_beside_the_builtins(tmp_path, tiny_args, monkeypatch):
+    _alternating_score(monkeypatch)  # every group half right: both signs of A, every token has a weight
+    out = tmp_path / "run"
+    argv = tiny_args + ["--steps", "2", "--eval-every", "1", "--quiet", "--out-dir", str(out), "--seeds", "3",
+                        "--lr", "1e-2", "--methods", f"aspo,{PLUGIN}"]
+    assert na.main(argv) == 0
+    lines = [json.loads(ln) for ln in (out / "metrics.jsonl").read_text().splitlines()]
+    summary = json.loads((out / "summary.json").read_text())
+    assert [(r["method"], r["seed"]) for r in summary["runs"]] == [("aspo", 3), (PLUGIN, 3)]
+    assert all("error" not in r for r in summary["runs"])
+    by = {(d["method"], d["step"]): d for d in lines}
+    assert sorted(step for method, step in by if method == PLUGIN) == [0, 1, 2]
+    # the same checkpoint, prompts and sampling seeds, and the same weights (§5): the plugin trains as aspo does
+    assert by["aspo", 1]["abs_log_ratio"] > 1e-3  # the policy moved, so the weights mattered
+    for key in ("reward", "entropy", "abs_log_ratio", "below1_pos", "clip_low_neg", "grad_norm", "eval_entropy"):
+        assert by[PLUGIN, 2][key] == pytest.approx(by["aspo", 2][key], abs=1e-5), key
