@@ -1,12 +1,20 @@
 """The task and its verifier: seeded arithmetic problems and a strict 0/1 reward.
 
-A problem is a prompt such as "407+38=" (task arith) or "417=" (task split: write 417 as a sum of
-positive numbers) and a canonical answer such as "445" or "208+209". The model sees the prompt and
-writes a completion; `score` gives 1.0 if the problem accepts the completion and 0.0 otherwise.
+A problem is a prompt such as "407+38=" and a canonical answer. Three tasks:
+- carry (the default): add two numbers; the answer is a strategy marker and the sum's digits least
+  significant first: "c544" (c: careful, with carries) is right for 407+38=445; the teacher's other
+  strategy, "n" (no carries: each column's digit sum mod 10, "n534"), is right only on problems
+  without a carry. A known mixture of a common shortcut and a rare strategy that is right everywhere.
+- arith: compute an expression ("407+38=" -> "445").
+- split: write N as a sum of positive numbers ("417=" -> "208+209"; many correct answers).
+The model sees the prompt and writes a completion; `score` gives 1.0 if the problem accepts the
+completion and 0.0 otherwise.
 The verifier never evaluates text (no eval/exec) and never raises for any completion.
 """
 import dataclasses
+import functools
 import hashlib
+import itertools
 import random
 import re
 from dataclasses import dataclass
@@ -15,23 +23,15 @@ OPS = "+-*"  # the operators a problem may use
 TEST_PERCENT = 10  # share of all possible prompts that belong to the held-out split
 
 
-def scratchpad(answer: str) -> str:
-    """The scratchpad form of an answer: the digits least-significant first, in parentheses, then the
-    answer, e.g. "445" -> "(544)445". Written left to right, the reversed sum lets a causal model carry
-    as it goes (as by hand); the answer is then a copy of it read backwards."""
-    return f"({answer[::-1]}){answer}"
-
-
 @dataclass(frozen=True)
 class Problem:
     prompt: str  # the text the model is conditioned on, e.g. "407+38="
     answer: str  # the canonical correct completion, e.g. "445"
-    scratch_ok: bool = False  # whether scratchpad(answer) is a correct completion too
 
     def accepts(self, text: str) -> bool:
-        """True if `text` (already stripped) is a correct completion: exactly the answer, or exactly its
-        scratchpad form where the task allows it. A task with other correct answers overrides this."""
-        return text == self.answer or (self.scratch_ok and text == scratchpad(self.answer))
+        """True if `text` (already stripped) is a correct completion: here exactly the answer. A task
+        with other correct answers overrides this."""
+        return text == self.answer
 
     def random_answer(self, rng: random.Random) -> str:
         """A correct completion as the teacher writes it; here the one canonical answer."""
@@ -57,6 +57,38 @@ class SplitProblem(Problem):
         return "+".join(str(b - a) for a, b in zip([0] + cuts, cuts + [n]))
 
 
+CAREFUL, SHORTCUT = "c", "n"  # the first token of a carry-task answer names its strategy
+
+
+@dataclass(frozen=True)
+class CarryProblem(Problem):
+    """Task carry: "407+38=". `answer` is the careful strategy's "c544" (the sum 445, least significant
+    digit first: the order in which carries happen, which a causal model can learn); `shortcut` is the
+    other strategy's "n534" (each column's digit sum mod 10, no carries), correct exactly when no column
+    carries (`easy`). Either marker followed by the right digits is correct: the reward is for the
+    answer, the marker only records which way the policy chose."""
+    shortcut: str = ""
+    easy: bool = False
+
+    def accepts(self, text: str) -> bool:
+        return len(text) >= 2 and text[0] in (CAREFUL, SHORTCUT) and text[1:] == self.answer[1:]
+
+
+def column_sums(operands: list[int], width: int = 0) -> list[int]:
+    """Digit sums per column, least significant first: [407, 38] -> [15, 3, 4]."""
+    width = max(width, *(len(str(x)) for x in operands))
+    return [sum(x // 10 ** i % 10 for x in operands) for i in range(width)]
+
+
+def carry_problem(operands: list[int], width: int = 0) -> CarryProblem:
+    """The problem of adding `operands`, each written with at least `width` digits (zero-padded)."""
+    cols = column_sums(operands, width)
+    no_carry = "".join(str(c % 10) for c in cols).rstrip("0") or "0"  # reversed: the most significant digit is last
+    prompt = "+".join(str(x).zfill(len(cols)) for x in operands) + "="  # fixed width: the columns line up
+    return CarryProblem(prompt, CAREFUL + str(sum(operands))[::-1],
+                        shortcut=SHORTCUT + no_carry, easy=max(cols) < 10)
+
+
 def evaluate(operands: list[int], ops: str) -> int:
     """Value of operands[0] ops[0] operands[1] ... with the usual precedence (* before + and -)."""
     terms, signs = [operands[0]], [1]
@@ -76,18 +108,48 @@ def split_of(prompt: str) -> str:
     return "test" if h % 100 < TEST_PERCENT else "train"
 
 
-TASKS = ("arith", "split")
+TASKS = ("carry", "arith", "split")
 
 
-def make_problems(n: int, seed: int, split: str = "train", digits: int = 2, operands: int = 2,
-                  ops: str = "+", scratch: bool = False, task: str = "arith") -> list[Problem]:
-    """n distinct problems of the given split, deterministic in (seed, split, difficulty).
+def random_problem(rng: random.Random, task: str = "carry", digits: int = 3, operands: int = 2, ops: str = "+",
+                   easy: bool | None = None) -> Problem:
+    """One problem of the task, drawn with `rng` (either split).
 
-    task "arith": evaluate an expression. Difficulty knobs: `digits` (each operand is uniform in
-    [0, 10**digits)), `operands` (how many numbers), `ops` (the operators to draw from, a subset of
-    "+-*"). `scratch` makes the scratchpad form a second correct completion of every problem.
-    task "split": write N (uniform in [10**(digits-1), 10**digits)) as a sum of `operands` positive
-    numbers; `ops` and `scratch` do not apply.
+    carry: `operands` numbers, each uniform in [0, 10**digits); easy=True draws only problems without a
+    carry (each column's digits uniform among those that sum below 10), easy=False only problems with
+    one, None the natural mix. arith: an expression over `ops` (a subset of "+-*"), operands as carry.
+    split: write N (uniform in [10**(digits-1), 10**digits)) as a sum of `operands` positive numbers.
+    """
+    if task == "split":
+        target = rng.randrange(max(10 ** (digits - 1), operands), 10 ** digits)
+        problem = SplitProblem(f"{target}=", "", parts=operands)
+        return dataclasses.replace(problem, answer=problem.random_answer(rng))
+    if task == "arith":
+        xs = [rng.randrange(10 ** digits) for _ in range(operands)]
+        os_ = "".join(rng.choice(ops) for _ in range(operands - 1))
+        return Problem("".join(f"{x}{o}" for x, o in zip(xs, os_)) + f"{xs[-1]}=", str(evaluate(xs, os_)))
+    while True:  # carry; rejection for easy=False (most 3-digit sums carry, so this is fast)
+        if easy:
+            columns = [rng.choice([ds for ds in _digit_tuples(operands) if sum(ds) < 10]) for _ in range(digits)]
+            xs = [sum(col[j] * 10 ** i for i, col in enumerate(columns)) for j in range(operands)]
+        else:
+            xs = [rng.randrange(10 ** digits) for _ in range(operands)]
+        problem = carry_problem(xs, digits)
+        if easy is None or problem.easy == easy:
+            return problem
+
+
+@functools.cache
+def _digit_tuples(operands: int) -> list[tuple[int, ...]]:
+    return list(itertools.product(range(10), repeat=operands))
+
+
+def make_problems(n: int, seed: int, split: str = "train", *, task: str = "carry", digits: int = 3,
+                  operands: int = 2, ops: str = "+", easy_share: float | None = None) -> list[Problem]:
+    """n distinct problems of the given split, deterministic in (seed, split, task settings).
+
+    easy_share (carry only): the share of problems without a carry (None: the natural mix, about
+    17% for two 3-digit numbers). See random_problem for the tasks and their knobs.
     """
     if task not in TASKS:
         raise ValueError(f"task must be one of {TASKS}, got {task!r}")
@@ -97,26 +159,23 @@ def make_problems(n: int, seed: int, split: str = "train", digits: int = 2, oper
         raise ValueError(f"need n >= 0, digits >= 1, operands >= 2 (got n={n}, digits={digits}, operands={operands})")
     if not ops or any(op not in OPS for op in ops):
         raise ValueError(f"ops must be a non-empty subset of {OPS!r}, got {ops!r}")
-    rng = random.Random(f"{seed}/{split}/{digits}/{operands}/{ops}/{task}")
+    if easy_share is not None and not (task == "carry" and 0 <= easy_share <= 1):
+        raise ValueError(f"easy_share applies to task carry only, in [0, 1] (got {easy_share!r} for {task})")
+    key = f"{seed}/{split}/{task}/{digits}/{operands}" + (f"/{ops}" if task == "arith" else "")
+    rng = random.Random(key + (f"/{easy_share}" if easy_share is not None else ""))
     seen, problems = set(), []
     for _ in range(50 * n + 1000):  # bounded: a problem space too small for n distinct problems is an error
         if len(problems) == n:
             return problems
-        if task == "split":
-            target = rng.randrange(max(10 ** (digits - 1), operands), 10 ** digits)
-            problem = SplitProblem(f"{target}=", "", parts=operands)
-            problem = dataclasses.replace(problem, answer=problem.random_answer(rng))
-        else:
-            xs = [rng.randrange(10 ** digits) for _ in range(operands)]
-            os_ = "".join(rng.choice(ops) for _ in range(operands - 1))
-            prompt = "".join(f"{x}{o}" for x, o in zip(xs, os_)) + f"{xs[-1]}="
-            problem = Problem(prompt, str(evaluate(xs, os_)), scratch)
+        easy = None if easy_share is None else rng.random() < easy_share
+        problem = random_problem(rng, task, digits, operands, ops, easy)
         if problem.prompt in seen or split_of(problem.prompt) != split:
             continue
         seen.add(problem.prompt)
         problems.append(problem)
     if len(problems) < n:
-        raise ValueError(f"could not find {n} distinct {split} problems with digits={digits}, operands={operands}, ops={ops!r}")
+        raise ValueError(f"could not find {n} distinct {split} problems with task={task}, digits={digits}, "
+                         f"operands={operands}" + (f", ops={ops!r}" if task == "arith" else ""))
     return problems
 
 
@@ -141,12 +200,13 @@ def score(problem: Problem, completion: str) -> float:
     evaluates text.
 
     Rules (strict): the completion is the text the model wrote before its end token. Spaces and
-    newlines at both ends are ignored. Task split (SplitProblem.accepts): what remains must be
-    `parts` positive ASCII decimal integers without leading zeros joined by '+', summing to N.
-    Task arith (Problem.accepts): what remains must be exactly the canonical answer: decimal
-    ASCII digits with an optional leading '-', no leading zeros ("07" is wrong, "0" is right), no
-    '+', no inner whitespace, nothing after the number. Where the task allows the scratchpad, its
-    exact form "(<answer reversed>)<answer>" is correct too, and any other scratchpad is wrong.
+    newlines at both ends are ignored. Task carry (CarryProblem.accepts): what remains must be a
+    strategy marker ("c" or "n") followed by exactly the sum's digits least significant first, with
+    nothing after them ("c5440" is wrong: a leading zero read the usual way). Task split
+    (SplitProblem.accepts): `parts` positive ASCII decimal integers without leading zeros joined by
+    '+', summing to N. Task arith (Problem.accepts): exactly the canonical answer: decimal ASCII
+    digits with an optional leading '-', no leading zeros ("07" is wrong, "0" is right), no '+', no
+    inner whitespace, nothing after the number.
     Anything that is not a str scores 0.0.
     """
     if not isinstance(completion, str) or not isinstance(problem, Problem):

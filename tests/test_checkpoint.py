@@ -1,4 +1,5 @@
 import dataclasses
+import json
 import random
 
 import pytest
@@ -11,8 +12,8 @@ CPU = torch.device("cpu")
 
 
 def _cfg(tmp_path, **kw):
-    return na.Config(pretrain_steps=3, pretrain_batch=16, train_problems=100, n_layer=1, n_embd=16, n_head=2,
-                     out_dir=str(tmp_path), **kw)
+    kw = dict(pretrain_steps=3, pretrain_batch=16, train_problems=100, n_layer=1, n_embd=16, n_head=2) | kw
+    return na.Config(out_dir=str(tmp_path), **kw)
 
 
 def _quiet(*a, **k):
@@ -37,7 +38,7 @@ def test_checkpoint_is_trained_once_then_loaded(tmp_path, monkeypatch):
         raise AssertionError("pretraining ran although a matching checkpoint exists")
 
     # (not na.pretrain itself: its source is part of the checkpoint key)
-    monkeypatch.setattr(rewards, "make_problems", no_training)
+    monkeypatch.setattr(rewards, "random_problem", no_training)
     mtime = p1.stat().st_mtime_ns
     m2, p2, s2 = na.load_or_pretrain(cfg, CPU, log=_quiet)
     assert p2 == p1 and s2 == 0.0
@@ -101,87 +102,65 @@ def test_main_reports_a_corrupt_checkpoint_in_one_line(tmp_path, capsys, tiny_ar
     assert len(err) == 1 and str(path) in err[0]
 
 
-def test_teacher_batch_targets_only_the_answer_and_eos():
-    problems = rewards.make_problems(20, 0, "train")
-    x, y = na.teacher_batch(problems, 16, random.Random(0), 0.0, CPU)
-    assert x.shape == y.shape
-    by_prompt = {p.prompt: p.answer for p in problems}
+def _written(x, y):
+    """(prompt, completion the teacher wrote) per row: the prompt from the inputs, the completion decoded
+    from the targets that are not -100, which end with exactly one EOS; every target is the next input."""
+    rows = []
     for xi, yi in zip(x.tolist(), y.tolist()):
         assert xi[0] == na.BOS
         text = na.decode([t for t in xi if t != na.PAD])
-        prompt = text[len("<|bos|>"):text.index("=") + 1]
-        targets = [t for t in yi if t != -100]
-        assert na.decode(targets) == by_prompt[prompt] + "<|eos|>"
-        # every target is the next input token (the shift is right)
-        for j, t in enumerate(yi[:-1]):
-            if t != -100:
-                assert xi[j + 1] == t
-    # (almost) full noise: every answer is corrupted, with the same length
-    x1, y1 = na.teacher_batch(problems, 16, random.Random(0), 0.999999, CPU)
-    for xi, yi in zip(x1.tolist(), y1.tolist()):
-        text = na.decode([t for t in xi if t != na.PAD])
-        answer = by_prompt[text[len("<|bos|>"):text.index("=") + 1]]
-        written = na.decode([t for t in yi if t != -100])[:-len("<|eos|>")]
-        assert written != answer and len(written) == len(answer)
-
-
-def test_task_and_scratch_share_are_part_of_the_checkpoint_key(tmp_path):
-    split = _cfg(tmp_path, task="split")
-    arith = _cfg(tmp_path, task="arith")
-    scratch = _cfg(tmp_path, task="arith", scratch_share=0.2)
-    keys = [na.pretrain_key(c) for c in (split, arith, scratch)]
-    assert keys[0]["settings"]["task"] == "split" and keys[2]["settings"]["scratch_share"] == 0.2
-    assert keys[0] != keys[1] != keys[2] != keys[0]
-    # and so are the problems it is trained on
-    assert isinstance(na.task_problems(split, "train")[0], rewards.SplitProblem)
-    assert not isinstance(na.task_problems(arith, "train")[0], rewards.SplitProblem)
-    assert all(p.scratch_ok for p in na.task_problems(scratch, "train") + na.task_problems(scratch, "test"))
-    assert not any(p.scratch_ok for p in na.task_problems(arith, "train"))
-
-
-def _written(x, y):
-    """(prompt, completion the teacher wrote) per row: the prompt from the inputs, the completion decoded
-    from the targets that are not -100, which end with exactly one EOS."""
-    rows = []
-    for xi, yi in zip(x.tolist(), y.tolist()):
-        text = na.decode([t for t in xi if t != na.PAD])
         targets = [t for t in yi if t != -100]
         assert targets[-1] == na.EOS and targets.count(na.EOS) == 1
+        for j, t in enumerate(yi[:-1]):  # the shift is right
+            if t != -100:
+                assert xi[j + 1] == t
         rows.append((text[len("<|bos|>"):text.index("=") + 1], na.decode(targets[:-1])))
     return rows
 
 
-def test_teacher_batch_scratchpad_share_one_writes_every_answer_as_a_scratchpad():
-    problems = rewards.make_problems(20, 0, "train", ops="+-", scratch=True)
-    by_prompt = {p.prompt: p for p in problems}
-    x, y = na.teacher_batch(problems, 32, random.Random(0), 0.0, CPU, scratch_share=1.0)
-    for prompt, written in _written(x, y):
-        p = by_prompt[prompt]
-        assert written == rewards.scratchpad(p.answer) and written.startswith("(")
-        assert rewards.score(p, written) == 1.0
-    # share 0: never; share 0.5: both forms, each a correct completion
-    x0, y0 = na.teacher_batch(problems, 32, random.Random(0), 0.0, CPU, scratch_share=0.0)
-    assert all(w == by_prompt[pr].answer for pr, w in _written(x0, y0))
-    x5, y5 = na.teacher_batch(problems, 64, random.Random(0), 0.0, CPU, scratch_share=0.5)
-    rows = _written(x5, y5)
-    n_scratch = sum(w.startswith("(") for _, w in rows)
-    assert 10 < n_scratch < 54
-    assert all(rewards.score(by_prompt[pr], w) == 1.0 for pr, w in rows)
+def _carry(prompt):
+    return rewards.carry_problem([int(v) for v in prompt[:-1].split("+")], 3)
 
 
-def test_teacher_batch_split_completions_are_correct_and_diverse():
-    problems = rewards.make_problems(4, 0, "train", digits=3, task="split")
-    by_prompt = {p.prompt: p for p in problems}
-    x, y = na.teacher_batch(problems, 32, random.Random(0), 0.0, CPU)
-    rows = _written(x, y)
-    assert len({pr for pr, _ in rows}) == 4
-    for prompt, written in rows:
-        assert by_prompt[prompt].accepts(written) and rewards.score(by_prompt[prompt], written) == 1.0, written
-    # one problem, one batch: the teacher writes many different correct splits, not one canonical answer
-    x1, y1 = na.teacher_batch(problems[:1], 16, random.Random(1), 0.0, CPU)
-    written = [w for _, w in _written(x1, y1)]
-    assert all(problems[0].accepts(w) for w in written)
-    assert len(set(written)) > 8
+def test_teacher_batch_fresh_training_problems_and_the_strategy_mixture(tmp_path):
+    rows = _written(*na.teacher_batch(_cfg(tmp_path, careful_share=0.3, teacher_noise=0.0, careful_noise=0.0),
+                                      400, random.Random(0), CPU))
+    assert len({pr for pr, _ in rows}) > 390  # fresh problems, not a small pool
+    assert all(rewards.split_of(pr) == "train" for pr, _ in rows)  # never a held-out prompt
+    careful = [w == _carry(pr).answer for pr, w in rows]
+    assert all(c or w == _carry(pr).shortcut for (pr, w), c in zip(rows, careful))  # one of the two strategies
+    assert 0.24 < sum(careful) / len(rows) < 0.36
+    # the shortcut is right exactly on easy problems, the careful answer everywhere
+    assert all(rewards.score(_carry(pr), w) == float(c or _carry(pr).easy) for (pr, w), c in zip(rows, careful))
+
+
+def test_teacher_noise_per_strategy(tmp_path):
+    # careful answers always corrupted, shortcut answers never: exactly the careful rows are wrong strings
+    cfg = _cfg(tmp_path, careful_share=0.5, teacher_noise=0.0, careful_noise=0.999999)
+    rows = _written(*na.teacher_batch(cfg, 200, random.Random(1), CPU))
+    shortcut = [w == _carry(pr).shortcut for pr, w in rows]
+    assert 60 < sum(shortcut) < 140
+    for (pr, w), s in zip(rows, shortcut):
+        if not s:  # a careful answer with one digit changed: same length, still marked c, wrong
+            assert w[0] == "c" and len(w) == len(_carry(pr).answer) and rewards.score(_carry(pr), w) == 0.0
+
+
+def test_teacher_batch_split_completions_are_correct_and_diverse(tmp_path):
+    cfg = _cfg(tmp_path, task="split", teacher_noise=0.0)
+    for prompt, written in _written(*na.teacher_batch(cfg, 64, random.Random(0), CPU)):
+        assert rewards.score(rewards.SplitProblem(prompt, "", parts=2), written) == 1.0, written
     # (almost) full noise: every completion is wrong (one digit changed changes the sum)
-    xn, yn = na.teacher_batch(problems, 32, random.Random(0), 0.999999, CPU)
-    assert all(rewards.score(by_prompt[pr], w) == 0.0 for pr, w in _written(xn, yn))
+    cfg = _cfg(tmp_path, task="split", teacher_noise=0.999999)
+    rows = _written(*na.teacher_batch(cfg, 64, random.Random(0), CPU))
+    assert all(rewards.score(rewards.SplitProblem(pr, "", parts=2), w) == 0.0 for pr, w in rows)
+
+
+def test_task_and_teacher_mixture_are_part_of_the_checkpoint_key(tmp_path):
+    cfgs = [_cfg(tmp_path, task="split"), _cfg(tmp_path, task="arith"), _cfg(tmp_path),
+            _cfg(tmp_path, careful_share=0.5), _cfg(tmp_path, careful_noise=0.1)]
+    keys = [json.dumps(na.pretrain_key(c), sort_keys=True) for c in cfgs]
+    assert len(set(keys)) == len(keys)
+    # the RL prompt pool does not shape the checkpoint: pretraining draws its own fresh problems
+    assert na.pretrain_key(_cfg(tmp_path, train_problems=300, easy_share=0.5)) == na.pretrain_key(cfgs[2])
+    assert isinstance(na.task_problems(cfgs[0], "train")[0], rewards.SplitProblem)
+    assert isinstance(na.task_problems(cfgs[2], "train")[0], rewards.CarryProblem)

@@ -14,9 +14,10 @@ def test_defaults_are_valid():
     assert cfg == na.Config()
     assert cfg.method_list == ["grpo", "aspo"] and cfg.seed_list == [0]
     assert cfg.mu == cfg.minibatches * cfg.epochs == 32
-    # the demo's task: 3-digit N written as a sum of 2 positive parts
-    assert (cfg.task, cfg.digits, cfg.operands, cfg.scratch_share) == ("split", 3, 2, 0.0)
-    assert (cfg.train_problems, cfg.eval_problems, cfg.pretrain_steps, cfg.minibatches) == (800, 80, 2500, 8)
+    # the demo's task: two 3-digit numbers added, a rare careful strategy beside a common shortcut
+    assert (cfg.task, cfg.digits, cfg.operands) == ("carry", 3, 2)
+    assert 0 < cfg.careful_share < 0.5 and cfg.easy_share > 0.5
+    assert cfg.eval_problems >= 500 and cfg.curve_problems <= cfg.eval_problems
 
 
 @pytest.mark.parametrize("argv", [["--eps-low", "0.1", "--seeds", "0,1,2", "--methods", "grpo,nois", "--out-dir", "o2",
@@ -40,7 +41,9 @@ def test_both_flag_forms(argv):
                                         ("--lr", "0"), ("--grad-clip", "0"), ("--teacher-noise", "1"),
                                         ("--digits", "0"), ("--operands", "1"), ("--ops", "/"), ("--k", "17"),
                                         ("--task", "foo"), ("--task", ""), ("--task", "Split"),
-                                        ("--scratch-share", "0.5"), ("--scratch-share", "1.5"),
+                                        ("--careful-share", "1.5"), ("--careful-share", "-0.1"),
+                                        ("--easy-share", "1.01"), ("--careful-noise", "1"), ("--steps", "-1"),
+                                        ("--curve-problems", "0"),
                                         ("--device", "cuda:abc"), ("--device", "cpu:0"), ("--prompts", "801")])
 @pytest.mark.parametrize("form", ["space", "equals"])
 def test_bad_values_raise_naming_the_flag(flag, value, form):
@@ -81,6 +84,14 @@ def test_main_reports_an_impossible_problem_count_in_one_line(capsys, tmp_path, 
     assert len(err) == 1 and "--train-problems" in err[0], err
 
 
+def test_main_reports_too_many_eval_problems_in_one_line(capsys, tmp_path, tiny_args):
+    # digits=1: 100 carry prompts exist, about 10 of them held out: 50 held-out problems cannot exist
+    rc = na.main(tiny_args + ["--digits", "1", "--train-problems", "20", "--eval-problems", "50",
+                              "--curve-problems", "8", "--out-dir", str(tmp_path)])
+    err = capsys.readouterr().err.strip("\n").split("\n")
+    assert rc == 2 and len(err) == 1 and "--eval-problems" in err[0], err
+
+
 def test_main_reports_an_unusable_out_dir_in_one_line(capsys, tmp_path, tiny_args):
     blocker = tmp_path / "file"
     blocker.write_text("not a directory")
@@ -118,17 +129,20 @@ def test_block_size_fits_longest_prompt_and_completion():
         assert na.model_config(cfg).block_size == na.block_size(cfg)
 
 
-def test_scratch_share_range_and_task():
-    for value in ("0", "0.2", "1", "1.0"):
-        assert na.parse_config(["--task", "arith", "--scratch-share", value]).scratch_share == float(value)
-    for value in ("1.5", "-0.1", "1.0001"):
-        with pytest.raises(ValueError, match="--scratch-share"):  # the range check itself, not the task check
-            na.parse_config(["--task", "arith", "--scratch-share", value])
-    for value in ("0.5", "1", "1.5"):
-        with pytest.raises(ValueError, match="--scratch-share"):
-            na.parse_config(["--task", "split", "--scratch-share", value])
-    assert na.parse_config(["--task", "split", "--scratch-share", "0"]).scratch_share == 0.0
-    assert na.parse_config(["--task", "arith"]).task == "arith"
+def test_shares_accept_their_whole_range():
+    for value in ("0", "0.2", "1"):
+        cfg = na.parse_config(["--careful-share", value, "--easy-share", value])
+        assert cfg.careful_share == cfg.easy_share == float(value)
+    assert na.parse_config(["--steps", "0"]).steps == 0  # evaluates the start only
+
+
+def test_max_new_tokens_and_block_size_fit_the_longest_carry_answer():
+    for digits, operands in itertools.product((1, 2, 3, 4), (2, 3)):
+        cfg = na.parse_config(["--digits", str(digits), "--operands", str(operands)])
+        top = [10 ** digits - 1] * operands
+        p = rewards.carry_problem(top, digits)  # the largest sum: the longest careful answer
+        assert len(na.encode(p.answer)) + 1 + 2 <= na.max_new_tokens(cfg)  # + EOS + the 2 spare tokens
+        assert len(na.prompt_ids(p)) + na.max_new_tokens(cfg) - 1 <= na.block_size(cfg)
 
 
 def _longest_split(digits, parts):
@@ -153,26 +167,9 @@ def test_max_new_tokens_and_block_size_fit_the_longest_split():
     # every answer the teacher writes in the demo's setting fits with its EOS
     cfg = na.parse_config(["--task", "split", "--digits", "3", "--operands", "2"])
     rng = random.Random(0)
-    for p in rewards.make_problems(100, 0, "train", 3, 2, task="split"):
+    for p in rewards.make_problems(100, 0, "train", digits=3, operands=2, task="split"):
         for _ in range(20):
             assert len(na.encode(p.random_answer(rng))) + 1 <= na.max_new_tokens(cfg)
-
-
-@pytest.mark.parametrize("ops", ["+", "-", "+-*"])
-def test_max_new_tokens_and_block_size_fit_the_longest_scratchpad(ops):
-    for digits, operands in itertools.product((1, 2, 3), (2, 3)):
-        cfg = na.parse_config(["--task", "arith", "--scratch-share", "0.2", "--digits", str(digits),
-                               "--operands", str(operands), "--ops", ops])
-        longest = _longest_answer(digits, operands, ops)
-        # the longest scratchpad: a negative answer's "-" appears twice, "(<reversed>)" adds 2 characters
-        need = max(len(rewards.scratchpad(str(v))) for v in (10 ** longest - 1, -(10 ** (longest - 1) - 1)))
-        assert need >= 2 * longest + 2
-        assert na.max_new_tokens(cfg) >= need + 1, (digits, operands, ops)  # + EOS
-        top = str(10 ** digits - 1)
-        prompt = na.prompt_ids(rewards.Problem(ops[0].join([top] * operands) + "=", "0"))
-        assert len(prompt) + na.max_new_tokens(cfg) - 1 <= na.block_size(cfg)
-        # the scratchpad form costs room: more than the plain task
-        assert na.max_new_tokens(cfg) > na.max_new_tokens(na.Config(task="arith", digits=digits, operands=operands, ops=ops))
 
 
 def test_help_lists_every_flag(capsys):

@@ -122,24 +122,24 @@ def test_fuzz_never_raises_never_evaluates(monkeypatch):
 
 # --- make_problems -----------------------------------------------------------------------------------
 def test_make_problems_is_deterministic_per_seed():
-    a = rewards.make_problems(200, 7, "train")
-    b = rewards.make_problems(200, 7, "train")
-    c = rewards.make_problems(200, 8, "train")
+    a = rewards.make_problems(200, 7, "train", task="arith")
+    b = rewards.make_problems(200, 7, "train", task="arith")
+    c = rewards.make_problems(200, 8, "train", task="arith")
     assert a == b
     assert a != c
     assert len({p.prompt for p in a}) == 200  # distinct
 
 
 def test_train_and_test_splits_are_disjoint():
-    train = rewards.make_problems(2000, 0, "train", digits=2)
-    test = rewards.make_problems(300, 0, "test", digits=2)
+    train = rewards.make_problems(2000, 0, "train", digits=2, task="arith")
+    test = rewards.make_problems(300, 0, "test", digits=2, task="arith")
     train_prompts, test_prompts = {p.prompt for p in train}, {p.prompt for p in test}
     assert len(train_prompts) == 2000 and len(test_prompts) == 300
     assert train_prompts.isdisjoint(test_prompts)
     assert all(rewards.split_of(p) == "train" for p in train_prompts)
     assert all(rewards.split_of(p) == "test" for p in test_prompts)
     # another seed draws other problems but never crosses the split
-    other = rewards.make_problems(300, 99, "test", digits=2)
+    other = rewards.make_problems(300, 99, "test", digits=2, task="arith")
     assert {p.prompt for p in other}.isdisjoint(train_prompts)
 
 
@@ -158,7 +158,7 @@ def _independent_value(prompt):
 
 @pytest.mark.parametrize("digits,operands,ops", [(2, 2, "+"), (2, 2, "-"), (2, 2, "*"), (2, 3, "+-*"), (3, 4, "+-*")])
 def test_problem_answers_are_correct(digits, operands, ops):
-    problems = rewards.make_problems(300, 3, "train", digits=digits, operands=operands, ops=ops)
+    problems = rewards.make_problems(300, 3, "train", task="arith", digits=digits, operands=operands, ops=ops)
     used = set()
     for p in problems:
         assert re.fullmatch(rf"(\d{{1,{digits}}}[{re.escape(ops)}]){{{operands - 1}}}\d{{1,{digits}}}=", p.prompt), p
@@ -180,9 +180,10 @@ def test_evaluate_known_values():
 
 
 @pytest.mark.parametrize("kwargs", [dict(split="dev"), dict(n=-1), dict(digits=0), dict(operands=1), dict(ops=""),
-                                    dict(ops="/"), dict(ops="+/")])
+                                    dict(ops="/"), dict(ops="+/"), dict(easy_share=0.5), dict(task="carry", easy_share=1.5),
+                                    dict(task="carry", easy_share=-0.1)])
 def test_make_problems_bad_args_raise(kwargs):
-    args = dict(n=5, seed=0, split="train", digits=2, operands=2, ops="+")
+    args = dict(n=5, seed=0, split="train", task="arith", digits=2, operands=2, ops="+")
     args.update(kwargs)
     with pytest.raises(ValueError):
         rewards.make_problems(**args)
@@ -192,13 +193,13 @@ def test_make_problems_exhausts_a_small_space_then_raises():
     # digits=1, operands=2, ops='+': exactly 100 prompts, split by hash
     all_train = {f"{a}+{b}=" for a, b in itertools.product(range(10), repeat=2) if rewards.split_of(f"{a}+{b}=") == "train"}
     n = len(all_train)
-    got = rewards.make_problems(n, 0, "train", digits=1)
+    got = rewards.make_problems(n, 0, "train", digits=1, task="arith")
     assert {p.prompt for p in got} == all_train
     t0 = time.perf_counter()
     with pytest.raises(ValueError):
-        rewards.make_problems(n + 1, 0, "train", digits=1)
+        rewards.make_problems(n + 1, 0, "train", digits=1, task="arith")
     with pytest.raises(ValueError):
-        rewards.make_problems(100, 0, "test", digits=1)
+        rewards.make_problems(100, 0, "test", digits=1, task="arith")
     assert time.perf_counter() - t0 < 10  # bounded, not an infinite loop
     assert rewards.make_problems(0, 0, "train") == []
 
@@ -234,67 +235,6 @@ def test_corrupt_never_produces_negative_zero():
     assert all(str(int(c)) == c for c in outs), sorted(outs)
 
 
-# --- the scratchpad form -------------------------------------------------------------------------------
-PS12 = Problem("5+7=", "12", scratch_ok=True)
-PSNEG = Problem("5-9=", "-4", scratch_ok=True)
-PS100 = Problem("93+7=", "100", scratch_ok=True)
-
-
-def test_scratchpad_form():
-    assert rewards.scratchpad("445") == "(544)445"
-    assert rewards.scratchpad("12") == "(21)12"
-    assert rewards.scratchpad("0") == "(0)0"
-    assert rewards.scratchpad("100") == "(001)100"
-    assert rewards.scratchpad("-4") == "(4-)-4"
-
-
-@pytest.mark.parametrize("problem,text,expected", [
-    # the answer and exactly its scratchpad form
-    (PS12, "12", 1.0), (PS12, "(21)12", 1.0), (PSNEG, "-4", 1.0), (PSNEG, "(4-)-4", 1.0),
-    (PS100, "(001)100", 1.0), (PS100, "100", 1.0),
-    # only spaces and newlines at both ends are stripped
-    (PS12, " (21)12\n", 1.0), (PS12, "\n\n(21)12  ", 1.0), (PS12, "\t(21)12", 0.0), (PS12, "(21)12\t", 0.0),
-    (PS12, "(21)12\r", 0.0), (PS12, "( 21)12", 0.0), (PS12, "(21 )12", 0.0), (PS12, "(21) 12", 0.0),
-    (PS12, "(2 1)12", 0.0), (PS12, "(21)1 2", 0.0), (PS12, "(21)\n12", 0.0),
-    # a wrong scratchpad: reversed part wrong, answer part wrong, or both, or malformed
-    (PS12, "(12)12", 0.0), (PS12, "(31)12", 0.0), (PS12, "(21)13", 0.0), (PS12, "(31)13", 0.0),
-    (PS12, "(21)21", 0.0), (PS12, "(21)", 0.0), (PS12, "(21)12)", 0.0), (PS12, "((21)12", 0.0),
-    (PS12, "21)12", 0.0), (PS12, "(21", 0.0), (PS12, "(21)012", 0.0), (PS12, "(210)12", 0.0), (PS12, "()12", 0.0),
-    (PS12, "(21)12(21)", 0.0), (PS12, "12(21)", 0.0), (PS12, "[21]12", 0.0), (PS12, "(٢١)12", 0.0),
-    (PSNEG, "(-4)-4", 0.0), (PSNEG, "(4)-4", 0.0), (PSNEG, "(4-)4", 0.0), (PS100, "(1)100", 0.0),
-    (PS100, "(100)100", 0.0),
-])
-def test_scratch_ok_accepts_answer_and_exactly_its_scratchpad(problem, text, expected):
-    assert score(problem, text) == expected
-
-
-@pytest.mark.parametrize("problem", [P12, PNEG, P0])
-def test_scratchpad_scores_zero_when_not_allowed(problem):
-    assert problem.scratch_ok is False
-    assert score(problem, problem.answer) == 1.0
-    assert score(problem, rewards.scratchpad(problem.answer)) == 0.0
-    assert score(problem, " " + rewards.scratchpad(problem.answer) + "\n") == 0.0
-
-
-def test_make_problems_scratch_sets_scratch_ok_on_every_problem():
-    plain = rewards.make_problems(100, 5, "train", digits=2, ops="+-")
-    scratch = rewards.make_problems(100, 5, "train", digits=2, ops="+-", scratch=True)
-    assert not any(p.scratch_ok for p in plain)
-    assert all(p.scratch_ok for p in scratch)
-    assert [(p.prompt, p.answer) for p in plain] == [(p.prompt, p.answer) for p in scratch]  # same problems
-    for p, q in zip(plain, scratch):
-        sp = rewards.scratchpad(p.answer)
-        assert score(q, sp) == 1.0 and score(q, p.answer) == 1.0
-        assert score(p, sp) == 0.0 and score(p, p.answer) == 1.0
-
-
-def test_scratchpad_huge_completion_is_zero_and_fast():
-    t0 = time.perf_counter()
-    assert score(PS12, "(" + "1" * 1_000_000 + ")12") == 0.0
-    assert score(PS12, "(21)" + "9" * 1_000_000) == 0.0
-    assert time.perf_counter() - t0 < 0.5
-
-
 # --- the split task: many correct answers ---------------------------------------------------------------
 S57 = rewards.SplitProblem("57=", "23+34")
 S57_3 = rewards.SplitProblem("57=", "1+1+55", parts=3)
@@ -315,7 +255,7 @@ S57_3 = rewards.SplitProblem("57=", "1+1+55", parts=3)
     (S57, "23 +34", 0.0), (S57, "23+ 34", 0.0), (S57, "23 + 34", 0.0), (S57, "23+34\t", 0.0), (S57, "\t23+34", 0.0),
     (S57, "٢٣+34", 0.0), (S57, "23+３４", 0.0), (S57, "２3+34", 0.0), (S57, "2_3+34", 0.0), (S57, "23+3_4", 0.0),
     (S57, "23.0+34", 0.0), (S57, "0x17+34", 0.0), (S57, "23+34=", 0.0), (S57, "57=23+34", 0.0), (S57, "23*1+34", 0.0),
-    (S57, "23+34\x00", 0.0), (S57, "2\u200b3+34", 0.0), (S57, "(43)34+23", 0.0), (S57, rewards.scratchpad("23+34"), 0.0),
+    (S57, "23+34\x00", 0.0), (S57, "2\u200b3+34", 0.0), (S57, "(43)34+23", 0.0),
     # three parts
     (S57_3, "1+1+55", 1.0), (S57_3, "20+30+7", 1.0), (S57_3, "19+19+19", 1.0), (S57_3, "23+34", 0.0),
     (S57_3, "20+30+0+7", 0.0), (S57_3, "0+50+7", 0.0), (S57_3, "20+30+07", 0.0), (S57_3, "20++37", 0.0),
@@ -368,7 +308,7 @@ def test_make_problems_split_prompts_answers_and_determinism():
     assert a != rewards.make_problems(500, 8, "train", digits=3, operands=2, task="split")
     assert len({p.prompt for p in a}) == 500
     for p in a:
-        assert isinstance(p, rewards.SplitProblem) and p.parts == 2 and not p.scratch_ok
+        assert isinstance(p, rewards.SplitProblem) and p.parts == 2
         assert re.fullmatch(r"[1-9][0-9]{2}=", p.prompt), p
         assert score(p, p.answer) == 1.0 and _split_oracle(p, p.answer) == 1.0
     assert len({p.answer for p in a}) > 400  # the teacher's answers are random splits, not one fixed rule
@@ -389,11 +329,10 @@ def test_make_problems_split_train_and_test_are_disjoint():
         rewards.make_problems(200, 0, "test", digits=3, task="split")
 
 
-def test_make_problems_split_three_parts_and_scratch_does_not_apply():
-    ps = rewards.make_problems(50, 1, "train", digits=2, operands=3, task="split", scratch=True)
+def test_make_problems_split_three_parts():
+    ps = rewards.make_problems(50, 1, "train", digits=2, operands=3, task="split")
     for p in ps:
         assert p.parts == 3 and p.answer.count("+") == 2 and score(p, p.answer) == 1.0
-        assert not p.scratch_ok and score(p, rewards.scratchpad(p.answer)) == 0.0
 
 
 @pytest.mark.parametrize("operands", [2, 3])
@@ -431,3 +370,51 @@ def test_corrupt_split_answers_keeps_the_form():
             for part in c.split("+"):
                 assert re.fullmatch(r"0|[1-9][0-9]*", part), (ans, c)  # no leading zero in any part
             assert score(p, c) == 0.0  # one digit changed: the sum changed, the answer is wrong
+
+
+# --- the carry task: a careful strategy right everywhere, a shortcut right only without carries ---------
+C407 = rewards.carry_problem([407, 38], 3)  # 407 + 038 = 445: the units column carries
+C123 = rewards.carry_problem([123, 456], 3)  # 579: no column carries
+
+
+def test_carry_problem_fields():
+    assert (C407.prompt, C407.answer, C407.shortcut, C407.easy) == ("407+038=", "c544", "n534", False)
+    assert (C123.prompt, C123.answer, C123.shortcut, C123.easy) == ("123+456=", "c975", "n975", True)
+    big = rewards.carry_problem([999, 1], 3)  # 1000: every column carries, the shortcut writes 990 -> "n099"
+    assert (big.answer, big.shortcut) == ("c0001", "n099")
+    assert rewards.carry_problem([500, 500], 3).shortcut == "n0"  # 5+5 = 10 -> 0 in the only non-zero column
+
+
+@pytest.mark.parametrize("problem,text,expected", [
+    (C407, "c544", 1.0), (C407, "n544", 1.0), (C407, " c544\n", 1.0), (C407, "n534", 0.0), (C407, "c534", 0.0),
+    (C407, "544", 0.0), (C407, "c", 0.0), (C407, "c445", 0.0), (C407, "c5440", 0.0), (C407, "cc544", 0.0),
+    (C407, "x544", 0.0), (C407, "c54", 0.0), (C407, "c 544", 0.0), (C407, "c٥٤٤", 0.0), (C407, "", 0.0),
+    (C123, "c975", 1.0), (C123, "n975", 1.0), (C123, "c579", 0.0),
+])
+def test_carry_score_cases(problem, text, expected):
+    assert score(problem, text) == expected
+
+
+def test_carry_problems_answers_shortcuts_and_easy_flag_against_an_independent_sum():
+    rng = random.Random(0)
+    for easy in (None, True, False):
+        for _ in range(300):
+            p = rewards.random_problem(rng, "carry", 3, 2, "+", easy)
+            a, b = (int(x) for x in p.prompt[:-1].split("+"))
+            assert re.fullmatch(r"\d{3}\+\d{3}=", p.prompt)  # zero-padded: the columns line up
+            carries = any((a // 10 ** i % 10) + (b // 10 ** i % 10) >= 10 for i in range(3))
+            assert p.easy == (not carries) and (easy is None or p.easy == easy)
+            assert p.answer == "c" + str(a + b)[::-1] and score(p, p.answer) == 1.0
+            no_carry = sum((a // 10 ** i % 10 + b // 10 ** i % 10) % 10 * 10 ** i for i in range(3))
+            assert p.shortcut == "n" + str(no_carry)[::-1]
+            assert score(p, p.shortcut) == (1.0 if p.easy else 0.0)  # the shortcut is right exactly when easy
+
+
+def test_make_problems_carry_easy_share_and_natural_mix():
+    natural = rewards.make_problems(2000, 0, "test")
+    assert 0.12 < sum(p.easy for p in natural) / 2000 < 0.22  # 0.55 ** 3 = 0.166 of 3-digit pairs carry nowhere
+    pool = rewards.make_problems(1000, 0, "train", easy_share=0.9)
+    assert 0.86 < sum(p.easy for p in pool) / 1000 < 0.94
+    assert all(p.easy for p in rewards.make_problems(100, 0, "train", easy_share=1.0))
+    assert not any(p.easy for p in rewards.make_problems(100, 0, "train", easy_share=0.0))
+    assert {p.prompt for p in pool}.isdisjoint({p.prompt for p in natural})
