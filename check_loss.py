@@ -167,8 +167,8 @@ def main(argv=None) -> int:
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("function", metavar="FILE.py:FUNCTION",
                    help="a verl-style policy loss (keyword arguments old_log_prob, log_prob, advantages, "
-                        "response_mask, and loss_agg_mode, config where it takes them), or the name of a built-in "
-                        f"method ({', '.join(na.METHODS)}) to compare two of them")
+                        "response_mask, and loss_agg_mode, config, rollout_is_weights where it takes them), or the "
+                        f"name of a built-in method ({', '.join(na.METHODS)}) to compare two of them")
     p.add_argument("--reference", default="aspo", choices=na.METHODS, help="the method whose weights are expected")
     p.add_argument("--eps-low", type=float, default=defaults.eps_low,
                    help="lower clip range (verl: clip_ratio_low; clip_ratio gets it too)")

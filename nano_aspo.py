@@ -382,6 +382,7 @@ def ratio_metrics(ratio, A, mask, eps_low, eps_high, clip_c) -> dict:
 # written for a verl fork then trains here beside the built-in methods and is weighed by the same per-token
 # weight view (§3): its gradient, like theirs, is -(1/N) sum_t A_t w_t grad logp_t for some w_t(r_t, sign A_t).
 VERL_TENSORS = ("old_log_prob", "log_prob", "advantages", "response_mask")  # verl passes these by keyword
+VERL_OPTIONS = ("loss_agg_mode", "config", "rollout_is_weights")  # and these (the last since verl 0.6.0)
 
 
 class VerlConfig(dict):
@@ -402,9 +403,9 @@ def one_line(e: BaseException) -> str:
 
 
 def verl_params(fn) -> list[str]:
-    """The parameters verl_loss passes to fn, by name: verl's four tensors, loss_agg_mode and config where fn
-    takes them, and an all-true mask for any other required parameter named *mask. ValueError naming a
-    parameter that verl's policy-loss call would leave unfilled."""
+    """The parameters verl_loss passes to fn, by name: verl's four tensors, loss_agg_mode, config and
+    rollout_is_weights where fn takes them, and an all-true mask for any other required parameter named *mask.
+    ValueError naming a parameter that verl's policy-loss call would leave unfilled."""
     try:
         params = inspect.signature(fn).parameters
     except (TypeError, ValueError):
@@ -413,13 +414,13 @@ def verl_params(fn) -> list[str]:
     for name in VERL_TENSORS:
         if name not in params and not takes_any:
             raise ValueError(f"it does not take {name}, one of the keyword arguments verl passes "
-                             f"({', '.join(VERL_TENSORS)}, loss_agg_mode, config)")
+                             f"({', '.join(VERL_TENSORS + VERL_OPTIONS)})")
     names = []
     for name, p in params.items():
         required = p.default is p.empty and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)
         if required and p.kind is p.POSITIONAL_ONLY:
             raise ValueError(f"its parameter {name!r} is positional-only; verl passes everything by keyword")
-        if name in VERL_TENSORS or name in ("loss_agg_mode", "config") or (required and name.endswith("mask")):
+        if name in VERL_TENSORS or name in VERL_OPTIONS or (required and name.endswith("mask")):
             names.append(name)
         elif required:
             raise ValueError(f"it requires a parameter {name!r} that verl's policy-loss call does not pass")
@@ -456,12 +457,13 @@ def load_verl_loss(spec: str):
 def verl_loss(fn, logp, old_logp, advantages, mask, eps_low=0.2, eps_high=0.28, clip_c=3.0):
     """policy_loss for a verl-style loss fn: the same arguments and the same (loss, metrics). fn gets what
     verl's actor passes: per-token advantages (B, T) (constant along a row, §1), the response mask,
-    loss_agg_mode="token-mean" (§3) and config with the clip settings; its loss is its return value or the
+    loss_agg_mode="token-mean" (§3), config with the clip settings and rollout_is_weights=None (no rollout
+    correction: our sampler and trainer are the same model); its loss is its return value or the
     first element of it (verl returns (loss, metrics) or, before 0.6.1, a 4-tuple). ValueError, one line,
     where fn raises, returns no scalar, or returns a loss without a gradient."""
     A = advantages[:, None].expand_as(logp)
     given = {"old_log_prob": old_logp, "log_prob": logp, "advantages": A.contiguous(), "response_mask": mask,
-             "loss_agg_mode": "token-mean",
+             "loss_agg_mode": "token-mean", "rollout_is_weights": None,
              "config": VerlConfig(clip_ratio=eps_low, clip_ratio_low=eps_low, clip_ratio_high=eps_high,
                                   clip_ratio_c=clip_c)}
     all_true = torch.ones_like(mask, dtype=torch.bool)

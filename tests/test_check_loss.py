@@ -188,7 +188,10 @@ def test_bad_input_is_one_line_and_exit_2(capsys, tmp_path, source, argv_tail, s
 
 
 def test_other_required_mask_parameters_get_an_all_true_mask(capsys, tmp_path):
-    path = write(tmp_path, "import torch\n\ndef fn(old_log_prob, log_prob, advantages, response_mask, loss_mask):\n"
+    # and rollout_is_weights (verl >= 0.6.0 passes it) is None: no rollout correction here
+    path = write(tmp_path, "import torch\n\ndef fn(old_log_prob, log_prob, advantages, response_mask, loss_mask, "
+                           "rollout_is_weights):\n"
+                           "    assert rollout_is_weights is None\n"
                            "    assert loss_mask.dtype == torch.bool and bool(loss_mask.all())\n"
                            "    m = response_mask * loss_mask\n"
                            "    return (-advantages * torch.exp(log_prob - old_log_prob) * m).sum() / m.sum()\n")
@@ -225,12 +228,13 @@ def test_main_trains_a_user_loss_beside_the_builtins(tmp_path, tiny_args, monkey
     _alternating_score(monkeypatch)  # every group half right: both signs of A, every token has a weight
     out = tmp_path / "run"
     argv = tiny_args + ["--steps", "2", "--eval-every", "1", "--quiet", "--out-dir", str(out), "--seeds", "3",
-                        "--lr", "1e-2", "--methods", f"aspo,{PLUGIN}"]
+                        "--lr", "1e-2", "--methods", f"grpo,aspo,{PLUGIN}"]
     assert na.main(argv) == 0
     lines = [json.loads(ln) for ln in (out / "metrics.jsonl").read_text().splitlines()]
     summary = json.loads((out / "summary.json").read_text())
-    assert [(r["method"], r["seed"]) for r in summary["runs"]] == [("aspo", 3), (PLUGIN, 3)]
+    assert [(r["method"], r["seed"]) for r in summary["runs"]] == [("grpo", 3), ("aspo", 3), (PLUGIN, 3)]
     assert all("error" not in r for r in summary["runs"])
+    assert {c["method"] for c in summary["comparison"]} == {"aspo", PLUGIN}  # each paired with grpo
     by = {(d["method"], d["step"]): d for d in lines}
     assert sorted(step for method, step in by if method == PLUGIN) == [0, 1, 2]
     # the same checkpoint, prompts and sampling seeds, and the same weights (§5): the plugin trains as aspo does
