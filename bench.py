@@ -1,5 +1,6 @@
-"""Speed benchmark (not a test): sampling with and without the KV cache, pretraining steps/s, and one
-RL step split into rollout and update, on the current device with the demo's default settings.
+"""Speed benchmark (not a test): sampling with and without the KV cache, then the phase split of a
+demo run: pretraining, one RL step (rollout and update), and the held-out evaluations (the full set
+at the start and end, the curve subset in between), on the current device with the demo's settings.
 
     python bench.py                 # defaults of nano_aspo.py
     python bench.py --device cuda   # any nano_aspo.py flag is accepted
@@ -48,23 +49,18 @@ def main(argv=None):
     print(f"KV cache speed-up: {cached / tps:.2f}x")
 
     rng = random.Random(0)
-    train = na.task_problems(cfg, "train")
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.pretrain_lr)
 
     def pretrain_step():
-        x, y = na.teacher_batch(train, cfg.pretrain_batch, rng, cfg.teacher_noise, device, cfg.scratch_share)
+        x, y = na.teacher_batch(cfg, cfg.pretrain_batch, rng, device)
         loss = torch.nn.functional.cross_entropy(model(x).flatten(0, 1), y.flatten(), ignore_index=-100)
         opt.zero_grad()
         loss.backward()
         opt.step()
 
-    threads = torch.get_num_threads()
-    if device.type == "cpu":
-        torch.set_num_threads(1)  # as nano_aspo.pretrain does on the CPU
     sec, _ = timed(pretrain_step, 50)
-    torch.set_num_threads(threads)
-    print(f"pretraining ({'1 thread' if device.type == 'cpu' else device}): {1 / sec:.1f} steps/s of "
-          f"{cfg.pretrain_batch} sequences ({cfg.pretrain_steps} steps ~ {cfg.pretrain_steps * sec:.1f} s)")
+    print(f"pretraining: {1 / sec:.1f} steps/s of {cfg.pretrain_batch} sequences "
+          f"({cfg.pretrain_steps} steps ~ {cfg.pretrain_steps * sec:.1f} s)")
 
     rl_opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr)
     gen = torch.Generator(device=device).manual_seed(0)
@@ -74,6 +70,14 @@ def main(argv=None):
     print(f"one RL step ({cfg.prompts} prompts x {cfg.group} samples, mu = {cfg.mu}): "
           f"rollout {roll_s * 1e3:.1f} ms + update {upd_s * 1e3:.1f} ms = {(roll_s + upd_s) * 1e3:.1f} ms "
           f"({cfg.steps} steps ~ {cfg.steps * (roll_s + upd_s):.1f} s per method)")
+
+    test = na.task_problems(cfg, "test")
+    full, _ = timed(lambda: na.evaluate(model, test, cfg, seed=1), 2)
+    curve, _ = timed(lambda: na.evaluate(model, test[:cfg.curve_problems], cfg, seed=1), 3)
+    n_curve = (cfg.steps - 1) // cfg.eval_every  # the evaluations before the final one
+    print(f"evaluation: full set ({len(test)} problems x {cfg.eval_samples} samples) {full:.2f} s, curve subset "
+          f"({cfg.curve_problems} problems) {curve:.2f} s; per method ~ {full + n_curve * curve:.1f} s, "
+          f"plus the start {full:.1f} s once")
 
 
 if __name__ == "__main__":

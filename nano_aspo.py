@@ -62,8 +62,10 @@ class Config:
     operands: int = opt(2, "carry, arith: numbers per problem; split: positive parts of the sum")
     ops: str = opt("+", "arith: operators problems may use, a subset of '+-*'")
     train_problems: int = opt(800, "size of the RL prompt pool (pretraining draws fresh problems every step)")
-    easy_share: float = opt(0.9, "carry: share of the RL prompt pool without any carry (the held-out set keeps the "
-                                 "natural mix, about 17 percent easy)")
+    easy_share: float = opt(0.95, "carry: share of the RL prompt pool without any carry (easy problems, where the "
+                                  "shortcut is right; about 17 percent of all 3-digit sums)")
+    eval_easy_share: float = opt(0.5, "carry: share of the held-out set without any carry (half easy, half hard: "
+                                      "the metrics weigh both kinds equally)")
     # model (model.py)
     n_layer: int = opt(2, "transformer blocks")
     n_head: int = opt(4, "attention heads")
@@ -71,7 +73,7 @@ class Config:
     # pretraining: the supervised stage that makes the starting policy
     teacher_noise: float = opt(0.05, "share of pretraining answers the teacher corrupts (one digit changed); "
                                      "carry: of its shortcut (n) answers")
-    careful_share: float = opt(0.2, "carry: share of the teacher's answers that use the careful strategy (c)")
+    careful_share: float = opt(0.1, "carry: share of the teacher's answers that use the careful strategy (c)")
     careful_noise: float = opt(0.2, "carry: share of the teacher's careful answers it corrupts (the careful way is "
                                     "right on every problem but less reliable)")
     pretrain_steps: int = opt(2500, "supervised steps")
@@ -80,7 +82,7 @@ class Config:
                                    "(OneCycleLR: warm-up over 5 percent of the steps, cosine decay)")
     pretrain_seed: int = opt(1234, "seed of the pretraining stage (one checkpoint shared by all RL seeds)")
     # RL
-    steps: int = opt(200, "RL steps (one rollout batch each)")
+    steps: int = opt(100, "RL steps (one rollout batch each)")
     prompts: int = opt(32, "prompts per RL step (P)")
     group: int = opt(8, "completions per prompt (G)")
     temperature: float = opt(1.0, "sampling temperature (also used for old and new log-probs)")
@@ -93,7 +95,7 @@ class Config:
     eps_high: float = opt(0.28, "upper clip range (clip-higher): ratios above 1 + eps_high are clipped (§4)")
     clip_c: float = opt(3.0, "dual-clip constant c (§4 hard, §5 soft)")
     # evaluation
-    eval_every: int = opt(25, "evaluate on held-out problems every this many RL steps")
+    eval_every: int = opt(20, "evaluate on held-out problems every this many RL steps")
     eval_problems: int = opt(500, "held-out problems of the start and final evaluations")
     curve_problems: int = opt(100, "held-out problems of the evaluations in between (the first of the full set; "
                                    "cheaper, for the curves)")
@@ -146,7 +148,7 @@ class Config:
         need(self.group >= 2, "group", f"must be >= 2: a group of one has no advantage (got {self.group})")
         need(self.temperature > 0, "temperature", f"must be > 0 (got {self.temperature})")
         need(0 <= self.teacher_noise < 1, "teacher-noise", f"must be in [0, 1) (got {self.teacher_noise})")
-        for flag in ("careful_share", "easy_share", "careful_noise"):
+        for flag in ("careful_share", "easy_share", "eval_easy_share", "careful_noise"):
             need(0 <= getattr(self, flag) <= 1 and (flag != "careful_noise" or getattr(self, flag) < 1),
                  flag.replace("_", "-"), f"must be in [0, 1{']' if flag != 'careful_noise' else ')'} (got {getattr(self, flag)})")
         need(self.lr > 0 and self.pretrain_lr > 0, "lr", f"and --pretrain-lr must be > 0 (got {self.lr}, {self.pretrain_lr})")
@@ -485,10 +487,10 @@ def verl_loss(fn, logp, old_logp, advantages, mask, eps_low=0.2, eps_high=0.28, 
 def task_problems(cfg: Config, split: str) -> list[rewards.Problem]:
     """The training pool (pretraining and RL prompts) or the fixed held-out evaluation set."""
     kw = dict(task=cfg.task, digits=cfg.digits, operands=cfg.operands, ops=cfg.ops)
+    easy = (cfg.easy_share if split == "train" else cfg.eval_easy_share) if cfg.task == "carry" else None
     if split == "train":
-        easy = cfg.easy_share if cfg.task == "carry" else None
         return rewards.make_problems(cfg.train_problems, cfg.pretrain_seed, "train", easy_share=easy, **kw)
-    return rewards.make_problems(cfg.eval_problems, 0, "test", **kw)
+    return rewards.make_problems(cfg.eval_problems, 0, "test", easy_share=easy, **kw)
 
 
 def prompt_ids(problem: rewards.Problem) -> list[int]:
@@ -689,6 +691,19 @@ def headline(m: dict, k: int, n_problems: int) -> dict:
     return out
 
 
+@torch.no_grad()
+def logp_adv_covariance(logp: torch.Tensor, advantages: torch.Tensor, mask: torch.Tensor) -> dict:
+    """Cui et al.'s entropy driver (§7): the covariance of log pi(o_t) and A_t over the batch's valid
+    tokens, and the parts of it that positive and negative tokens contribute (they add up to it). A
+    large positive covariance (confident tokens rewarded, unlikely ones penalised) means entropy falls.
+    logp, mask: (B, T); advantages: (B,)."""
+    valid = mask > 0
+    x, a = logp[valid], advantages[:, None].expand_as(logp)[valid]
+    terms = (x - x.mean()) * (a - a.mean()) / x.numel()
+    return {"cov_logp_adv": terms.sum().item(), "cov_logp_adv_pos": terms[a > 0].sum().item(),
+            "cov_logp_adv_neg": terms[a < 0].sum().item()}
+
+
 # %% --- the RL loop -----------------------------------------------------------------------------------
 class NonFiniteLoss(RuntimeError):
     pass
@@ -714,6 +729,7 @@ def rl_step(model, opt_, batch_problems, cfg: Config, method: str, gen: torch.Ge
     t1 = time.time()
     metrics = group_stats(r, roll, texts, cfg.group)
     metrics["sampler_mismatch"] = ((old_logp - roll.logp).abs() * roll.mask).max().item()
+    metrics.update(logp_adv_covariance(old_logp, adv, roll.mask))
     sums, last = {}, {}
     model.train()
     for epoch in range(cfg.epochs):
@@ -798,7 +814,7 @@ def train_rl(base_state, cfg: Config, method: str, seed: int, device, train_pool
 COMPARED = ("entropy", "pass@1", "pass@k", "distinct_correct", "hard_pass@1", "hard_pass@k", "careful_hard")
 
 
-def paired_comparison(runs: list[dict], baseline: str = "grpo", draws: int = 10_000) -> list[dict]:
+def paired_comparison(runs: list[dict], baseline: str = "grpo") -> list[dict]:
     """For every method run beside `baseline`: the final held-out metrics' differences method - baseline,
     paired by seed (same checkpoint, prompts and evaluation draws), their mean, a 95% bootstrap
     percentile interval over seeds (None with one seed) and wins = seeds with a difference > 0."""
@@ -812,13 +828,19 @@ def paired_comparison(runs: list[dict], baseline: str = "grpo", draws: int = 10_
             if metric not in by[method, seeds[0]]:
                 continue
             diffs = np.array([by[method, s][metric] - by[baseline, s][metric] for s in seeds])
-            ci = None
-            if len(seeds) > 1:
-                boot = diffs[np.random.default_rng(0).integers(0, len(diffs), (draws, len(diffs)))].mean(axis=1)
-                ci = [float(np.percentile(boot, 2.5)), float(np.percentile(boot, 97.5))]
             out.append({"method": method, "baseline": baseline, "metric": metric, "seeds": seeds,
-                        "diffs": diffs.tolist(), "mean": float(diffs.mean()), "ci95": ci, "wins": int((diffs > 0).sum())})
+                        "diffs": diffs.tolist(), "mean": float(diffs.mean()), "ci95": bootstrap_ci(diffs),
+                        "wins": int((diffs > 0).sum())})
     return out
+
+
+def bootstrap_ci(diffs, draws: int = 10_000) -> list[float] | None:
+    """95% bootstrap percentile interval of the mean of per-seed differences (None below two seeds)."""
+    diffs = np.asarray(diffs, dtype=float)
+    if len(diffs) < 2:
+        return None
+    boot = diffs[np.random.default_rng(0).integers(0, len(diffs), (draws, len(diffs)))].mean(axis=1)
+    return [float(np.percentile(boot, 2.5)), float(np.percentile(boot, 97.5))]
 
 
 def print_table(start: dict, runs: list[dict], comparison: list[dict], k: int):

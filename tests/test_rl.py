@@ -159,3 +159,76 @@ def test_main_stops_a_run_on_a_nan_loss(tmp_path, tiny_args, capsys, monkeypatch
     lines, summary = _read(out)
     assert [d["step"] for d in lines] == [0]
     assert "error" in summary["runs"][0] and summary["runs"][0]["final"] is None
+
+
+def test_mu_one_control_every_method_gives_the_same_run(tmp_path, tiny_args, monkeypatch):
+    # one minibatch, one epoch: every update is on-policy (r = 1), where all the losses have the same
+    # gradient (§2), so every method must produce the same run, number for number (§10's negative control)
+    _alternating_score(monkeypatch)  # half of every group right: a learning signal in every batch
+    out = tmp_path / "mu1"
+    assert na.main(tiny_args + ["--steps", "3", "--eval-every", "1", "--quiet", "--out-dir", str(out), "--seeds", "5",
+                                "--minibatches", "1", "--epochs", "1", "--lr", "1e-2",
+                                "--methods", ",".join(na.METHODS)]) == 0
+    lines, summary = _read(out)
+    by = {}
+    for d in lines:
+        by.setdefault(d.pop("method"), []).append(d)
+    runs = list(by.values())
+    assert len(runs) == len(na.METHODS) and all(len(r) == 4 for r in runs)
+    for other in runs[1:]:
+        assert other == runs[0]
+    assert runs[0][-1]["grad_norm"] > 0  # the updates really happened
+    # and the opposite: with mu = 4 the same seeds give different runs (the control can fail)
+    out4 = tmp_path / "mu4"
+    assert na.main(tiny_args + ["--steps", "3", "--quiet", "--out-dir", str(out4), "--seeds", "5", "--lr", "1e-2",
+                                "--minibatches", "2", "--epochs", "2", "--methods", "grpo,aspo"]) == 0
+    finals = [r["final"] for r in _read(out4)[1]["runs"]]
+    assert finals[0] != finals[1]
+
+
+def test_logp_adv_covariance_matches_its_definition_and_splits_by_sign():
+    gen = torch.Generator().manual_seed(0)
+    logp = -torch.rand(4, 5, generator=gen) * 3
+    adv = torch.tensor([1.2, -0.4, 0.0, -0.8])
+    mask = torch.ones(4, 5)
+    mask[1, 3:] = 0
+    m = na.logp_adv_covariance(logp, adv, mask)
+    x = [logp[i, j].item() for i in range(4) for j in range(5) if mask[i, j]]
+    a = [adv[i].item() for i in range(4) for j in range(5) if mask[i, j]]
+    mx, ma = sum(x) / len(x), sum(a) / len(a)
+    cov = sum((xi - mx) * (ai - ma) for xi, ai in zip(x, a)) / len(x)
+    pos = sum((xi - mx) * (ai - ma) for xi, ai in zip(x, a) if ai > 0) / len(x)
+    neg = sum((xi - mx) * (ai - ma) for xi, ai in zip(x, a) if ai < 0) / len(x)
+    assert m["cov_logp_adv"] == pytest.approx(cov, abs=1e-6)
+    assert (m["cov_logp_adv_pos"], m["cov_logp_adv_neg"]) == (pytest.approx(pos, abs=1e-6), pytest.approx(neg, abs=1e-6))
+    # confident tokens rewarded, unlikely ones penalised: positive covariance
+    up = na.logp_adv_covariance(torch.tensor([[-0.1], [-3.0]]), torch.tensor([1.0, -1.0]), torch.ones(2, 1))
+    assert up["cov_logp_adv"] > 0 and up["cov_logp_adv_pos"] > 0 and up["cov_logp_adv_neg"] > 0
+
+
+def test_steps_zero_evaluates_the_start_only(tmp_path, tiny_args, capsys):
+    out = tmp_path / "start"
+    assert na.main(tiny_args + ["--steps", "0", "--quiet", "--out-dir", str(out)]) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    start = summary["start"]
+    assert {"entropy", "pass@1", "pass@k", "k", "n_problems", "pass@1_se", "pass@k_se"} <= start.keys()
+    assert start["k"] == 2 and start["n_problems"] == 8 and 0 <= start["pass@1"] <= start["pass@k"] <= 1
+    assert summary["runs"] == [] and summary["comparison"] == []
+    assert "start" in capsys.readouterr().out
+
+
+def test_paired_comparison_differences_interval_and_wins():
+    def run(method, seed, p1, ent):
+        return {"method": method, "seed": seed, "final": {"pass@1": p1, "entropy": ent, "pass@k": p1 + 0.1}}
+    runs = [run("grpo", s, 0.5, 0.2) for s in range(8)] + [run("aspo", s, 0.5 + 0.01 * (s - 2), 0.3) for s in range(8)]
+    runs.append(run("aspo", 99, 0.9, 0.9))  # no grpo partner: not paired, left out
+    comp = {c["metric"]: c for c in na.paired_comparison(runs)}
+    assert set(comp) == {"entropy", "pass@1", "pass@k"}
+    c = comp["pass@1"]
+    assert c["method"] == "aspo" and c["baseline"] == "grpo" and c["seeds"] == list(range(8))
+    assert c["diffs"] == pytest.approx([0.01 * (s - 2) for s in range(8)])
+    assert c["mean"] == pytest.approx(0.015) and c["wins"] == 5  # seeds 3..7
+    assert c["ci95"][0] < c["mean"] < c["ci95"][1] and c["ci95"][0] >= min(c["diffs"]) and c["ci95"][1] <= max(c["diffs"])
+    assert comp["entropy"]["ci95"] == pytest.approx([0.1, 0.1]) and comp["entropy"]["wins"] == 8
+    one = na.paired_comparison(runs[:1] + runs[8:9])
+    assert one[0]["ci95"] is None and one[0]["seeds"] == [0]

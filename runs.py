@@ -1,0 +1,224 @@
+"""The experiments behind README's figures and tables: one command per suite, resumable (a run whose
+summary.json is there is skipped), several single-threaded processes at once (two use a 2-core CPU best).
+
+    python runs.py start       # the start band: 3 pretraining seeds x 1 and 2 CPU threads, --steps 0
+    python runs.py tradeoff    # grpo and aspo at lr0, lr0/2, lr0/4 on seeds 0-7: assets/tradeoff.png, paired table
+    python runs.py ladder      # nois, posmean, aspo-hardneg at lr0 on seeds 0-7 (grpo, aspo: from tradeoff)
+    python runs.py all         # the three, then the report
+    python runs.py report      # the tables of whatever has finished (also written to <root>/report.md)
+    python runs.py tradeoff --seeds 100,101 --root runs-dev -- --steps 50   # dev seeds, any nano_aspo flag after --
+
+Every run is `python nano_aspo.py --quiet --seeds S --methods M --lr LR --out-dir <root>/<suite>/<M>@<LR>/s<S>`
+with one shared pretrained checkpoint (<root>/ckpt), so the methods are paired: same start, same
+prompts and evaluation draws per seed (§10). How the results are judged is written in experiments.md.
+"""
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+
+import nano_aspo as na
+
+LR_FRACTIONS = (1, 2, 4)  # the same learning-rate sweep for every method: lr0, lr0/2, lr0/4 (§6)
+LADDER = ("nois", "posmean", "aspo-hardneg")  # the paper's ablation ladder (§9), beside grpo and aspo
+START_SEEDS = (1234, 1, 2)  # pretraining seeds of the start band (1234 is the default)
+
+
+# --- running ---------------------------------------------------------------------------------------------
+def finished(out: Path) -> bool:
+    try:
+        summary = json.loads((out / "summary.json").read_text())
+    except (OSError, ValueError):
+        return False
+    return "start" in summary and all(r.get("final") for r in summary["runs"])
+
+
+def run_one(argv: list[str], out: Path, threads: int = 1) -> str:
+    """One nano_aspo.py process writing to `out` (skipped if it has finished); its console goes to out/log.txt."""
+    if finished(out):
+        return f"skip {out}"
+    out.mkdir(parents=True, exist_ok=True)
+    env = dict(os.environ, OMP_NUM_THREADS=str(threads))
+    t0 = time.time()
+    with open(out / "log.txt", "w") as log:
+        rc = subprocess.run([sys.executable, str(Path(__file__).with_name("nano_aspo.py")), "--quiet",
+                             "--out-dir", str(out), *argv], stdout=log, stderr=subprocess.STDOUT, env=env).returncode
+    status = "done" if rc == 0 else f"FAILED (exit {rc}, see {out / 'log.txt'})"
+    return f"{status} {out} in {time.time() - t0:.0f}s"
+
+
+def run_all(jobs: list[tuple[list[str], Path, int]], parallel: int):
+    with ThreadPoolExecutor(parallel) as pool:
+        for line in pool.map(lambda j: run_one(*j), jobs):
+            print(line, flush=True)
+
+
+def rl_jobs(suite: str, methods, fractions, args, extra) -> list:
+    lr0 = na.parse_config(extra).lr
+    ckpt = args.root / "ckpt"
+    # pretrain once before the parallel runs, so they all load the same checkpoint
+    run_all([(["--steps", "0", "--ckpt-dir", str(ckpt), *extra], args.root / "ckpt-start", 1)], 1)
+    return [(["--seeds", str(seed), "--methods", method, "--ckpt-dir", str(ckpt), *extra, "--lr", f"{lr0 / f:g}"],
+             args.root / suite / f"{method}@{lr0 / f:g}" / f"s{seed}", 1)
+            for seed in args.seeds for f in fractions for method in methods]
+
+
+def start_jobs(args, extra) -> list:
+    return [(["--steps", "0", "--pretrain-seed", str(seed), "--ckpt-dir", str(args.root / "start" / f"p{seed}-t{t}"),
+              *extra], args.root / "start" / f"p{seed}-t{t}", t) for seed in START_SEEDS for t in (1, 2)]
+
+
+# --- reading results -------------------------------------------------------------------------------------
+def load_suite(folder: Path) -> list[dict]:
+    """Every finished run below `folder`: its summary entry, labelled "<method>@<lr>", with the held-out
+    path (the evaluations' rows of its metrics.jsonl, step 0 included)."""
+    runs = []
+    for summary_path in sorted(folder.glob("*/s*/summary.json")):
+        summary = json.loads(summary_path.read_text())
+        rows = [json.loads(line) for line in (summary_path.parent / "metrics.jsonl").read_text().splitlines()]
+        for run in summary["runs"]:
+            if run.get("final"):
+                label = f"{run['method']}@{summary['config']['lr']:g}"
+                path = [r for r in rows if r["method"] == run["method"] and r["seed"] == run["seed"] and "eval_pass@1" in r]
+                runs.append(dict(run, method=label, path=path, k=summary["config"]["k"]))
+    return runs
+
+
+def frontier_gap(runs: list[dict], method: str, baselines: list[str], x: str = "eval_entropy",
+                 y: str = "eval_pass@1", grid: int = 50) -> dict:
+    """The pace-free test (§6), per seed: the mean over a common grid of x (held-out entropy) of the
+    method's y (held-out pass@1) minus the best baseline's y at any of its learning rates. Each path is
+    interpolated in x after sorting its evaluations by x; the grid spans the x range all paths share."""
+    by = {(r["method"], r["seed"]): r["path"] for r in runs}
+    gaps = {}
+    for seed in sorted({s for (m, s) in by if m == method}):
+        paths = [by.get((m, seed)) for m in [method, *baselines]]
+        if any(p is None for p in paths):
+            continue
+        curves = [(np.array([p[x] for p in sorted(path, key=lambda p: p[x])]),
+                   np.array([p[y] for p in sorted(path, key=lambda p: p[x])])) for path in paths]
+        lo, hi = max(c[0].min() for c in curves), min(c[0].max() for c in curves)
+        if lo >= hi:
+            continue  # no shared range of x: no comparison at equal x for this seed
+        xs = np.linspace(lo, hi, grid)
+        ys = [np.interp(xs, cx, cy) for cx, cy in curves]
+        gaps[seed] = float((ys[0] - np.max(ys[1:], axis=0)).mean())
+    diffs = np.array(list(gaps.values()))
+    return {"method": method, "baselines": baselines, "x": x, "y": y, "seeds": list(gaps), "diffs": diffs.tolist(),
+            "mean": float(diffs.mean()) if len(diffs) else None, "ci95": na.bootstrap_ci(diffs),
+            "wins": int((diffs > 0).sum())}
+
+
+# --- the report ------------------------------------------------------------------------------------------
+def fmt(c: dict) -> str:
+    ci = f"[{c['ci95'][0]:+.3f}, {c['ci95'][1]:+.3f}]" if c["ci95"] else "(no interval)"
+    return f"{c['mean']:+.3f} {ci}, {c['wins']}/{len(c['seeds'])} seeds > 0" if c["mean"] is not None else "n/a"
+
+
+def report_start(root: Path) -> list[str]:
+    rows = []
+    for seed in START_SEEDS:
+        for t in (1, 2):
+            path = root / "start" / f"p{seed}-t{t}" / "summary.json"
+            if path.exists():
+                s = json.loads(path.read_text())["start"]
+                rows.append((seed, t, s))
+    if not rows:
+        return []
+    k = rows[0][2]["k"]
+    lines = ["### The start (held-out, `python runs.py start`)", "",
+             f"| pretrain seed | threads | pass@1 | pass@{k} | pass@{k} - pass@1 | entropy | careful share (hard) |",
+             "|---|---|---|---|---|---|---|"]
+    for seed, t, s in rows:
+        lines.append(f"| {seed} | {t} | {s['pass@1']:.3f} +- {s['pass@1_se']:.3f} | {s['pass@k']:.3f} +- "
+                     f"{s['pass@k_se']:.3f} | {s['pass@k'] - s['pass@1']:.3f} | {s['entropy']:.3f} | "
+                     f"{s.get('careful_hard', float('nan')):.3f} |")
+    p1 = [s["pass@1"] for _, _, s in rows]
+    band = all(0.2 <= s["pass@1"] <= 0.7 and s["pass@k"] - s["pass@1"] >= 0.15 and s["pass@k"] <= 0.85 for *_, s in rows)
+    lines += ["", f"Band (pass@1 in [0.2, 0.7], pass@{k} - pass@1 >= 0.15, pass@{k} <= 0.85): "
+                  f"{'holds' if band else 'FAILS'} for {len(rows)} starts; pass@1 spread {max(p1) - min(p1):.3f} "
+                  f"({'within' if max(p1) - min(p1) <= 0.06 else 'NOT within'} 0.06)."]
+    return lines
+
+
+def report_rl(root: Path, suite: str, lr0: float) -> list[str]:
+    runs = load_suite(root / suite)
+    if suite == "ladder":
+        runs += [r for r in load_suite(root / "tradeoff") if r["method"] in (f"grpo@{lr0:g}", f"aspo@{lr0:g}")]
+    if not runs:
+        return []
+    k = runs[0]["k"]
+    labels = list(dict.fromkeys(r["method"] for r in sorted(runs, key=lambda r: r["method"])))
+    keys = [key for key in ("pass@1", "pass@k", "entropy", "hard_pass@1", "hard_pass@k", "careful_hard",
+                            "distinct_correct") if key in runs[0]["final"]]
+    lines = [f"### {suite} (`python runs.py {suite}`): final held-out metrics, mean over seeds", "",
+             "| run | seeds | " + " | ".join(key.replace("pass@k", f"pass@{k}") for key in keys) + " |",
+             "|---|---|" + "---|" * len(keys)]
+    for label in labels:
+        rs = [r for r in runs if r["method"] == label]
+        lines.append(f"| {label} | {len(rs)} | " + " | ".join(f"{np.mean([r['final'][key] for r in rs]):.3f}"
+                                                              for key in keys) + " |")
+    lines += ["", "Paired differences (final held-out; mean, 95% bootstrap interval over seeds, seeds in favour):", ""]
+    grpo = [label for label in labels if label.startswith("grpo@")]
+    pairs = ([(label, f"grpo@{lr0:g}") for label in labels if label != f"grpo@{lr0:g}" and label.split("@")[1] == f"{lr0:g}"]
+             if suite == "ladder" else
+             [(f"aspo@{lr0 / f:g}", f"grpo@{lr0 / f:g}") for f in LR_FRACTIONS] +
+             [(f"aspo@{lr0:g}", g) for g in grpo if g != f"grpo@{lr0:g}"])
+    for method, base in pairs:
+        for c in na.paired_comparison([r for r in runs if r["method"] in (method, base)], baseline=base):
+            if c["metric"] in ("pass@1", "pass@k", "entropy", "hard_pass@k", "careful_hard"):
+                lines.append(f"- {method} - {base}, {c['metric'].replace('pass@k', f'pass@{k}')}: {fmt(c)}")
+    if suite == "tradeoff" and grpo:
+        lines += ["", "The pace-free test (§6): mean over a common entropy grid of the method's held-out pass@1 "
+                      "minus the best GRPO's at any learning rate, per seed:", ""]
+        for f in LR_FRACTIONS:
+            lines.append(f"- aspo@{lr0 / f:g} vs best of {', '.join(grpo)}: {fmt(frontier_gap(runs, f'aspo@{lr0 / f:g}', grpo))}")
+        lines.append(f"- same on the axis pass@{k} vs pass@1 (pass@{k} at equal pass@1), aspo@{lr0:g}: "
+                     f"{fmt(frontier_gap(runs, f'aspo@{lr0:g}', grpo, x='eval_pass@1', y=f'eval_pass@{k}'))}")
+    return lines
+
+
+def main(argv=None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    extra = argv[argv.index("--") + 1:] if "--" in argv else []
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("suite", choices=("start", "tradeoff", "ladder", "all", "report"), help="what to run")
+    p.add_argument("--seeds", default="0,1,2,3,4,5,6,7", help="RL seeds (report on 0-7; develop on >= 100)")
+    p.add_argument("--root", default="runs", type=Path, help="folder of the runs, the shared checkpoint and report.md")
+    p.add_argument("--parallel", default=2, type=int, help="processes at once (each on one thread)")
+    args = p.parse_args(argv[:argv.index("--")] if "--" in argv else argv)
+    try:
+        args.seeds = [int(s) for s in args.seeds.split(",")]
+        lr0 = na.parse_config(extra).lr  # also checks the extra nano_aspo flags before anything runs
+    except ValueError as e:
+        print(f"runs.py: error: {e}", file=sys.stderr)
+        return 2
+    if args.parallel < 1:
+        print("runs.py: error: --parallel must be >= 1", file=sys.stderr)
+        return 2
+    t0 = time.time()
+    if args.suite in ("start", "all"):
+        run_all(start_jobs(args, extra), args.parallel)
+    if args.suite in ("tradeoff", "all"):
+        run_all(rl_jobs("tradeoff", ("grpo", "aspo"), LR_FRACTIONS, args, extra), args.parallel)
+    if args.suite in ("ladder", "all"):
+        run_all(rl_jobs("ladder", LADDER, (1,), args, extra), args.parallel)
+    if args.suite != "report":
+        print(f"wall time {time.time() - t0:.0f}s")
+    lines = report_start(args.root) + [""] + report_rl(args.root, "tradeoff", lr0) + [""] + report_rl(args.root, "ladder", lr0)
+    text = "\n".join(lines).strip() + "\n"
+    print(text)
+    (args.root / "report.md").parent.mkdir(parents=True, exist_ok=True)
+    (args.root / "report.md").write_text(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
