@@ -2,6 +2,7 @@
 
     python plot.py --metrics out/metrics.jsonl   # assets/curves.png: the runs of that metrics file
     python plot.py --weights-only                # assets/weights.png only: w(r) of each method
+    python plot.py --tradeoff runs/tradeoff      # assets/tradeoff.png: held-out paths of runs.py's lr sweep
 
 The weight figure is computed by autograd through nano_aspo.policy_loss, so it cannot drift from the
 code: for one token with advantage A = +1 or -1, w = -dL/dlogp / A (ASPO.md §3).
@@ -76,8 +77,10 @@ def plot_curves(metrics: Path, path: Path, plt):
     panels = [("entropy", "policy entropy (nats/token, own samples)"),
               ("eval_pass@1", "held-out pass@1"),
               (k, f"held-out pass@{k.split('@')[1]}"),
-              ("dead_groups", "share of dead groups (train batch)")]
-    fig, axes = plt.subplots(2, 2, figsize=(11, 7.5))
+              ("dead_groups", "share of dead groups (train batch)"),
+              ("eval_careful_hard", "careful strategy's share on hard held-out problems"),
+              ("cov_logp_adv_pos", "Cov(log pi, A) of positive tokens (train batch)")]
+    fig, axes = plt.subplots(2, 3, figsize=(15, 7.5))
     for ax, (key, label) in zip(axes.flat, panels):
         for method in dict.fromkeys(r["method"] for r in rows):
             by_step = {}
@@ -93,7 +96,47 @@ def plot_curves(metrics: Path, path: Path, plt):
         ax.set_title(label)
         ax.grid(alpha=0.3)
     axes[0, 0].legend()
-    fig.suptitle(f"GRPO vs ASPO from the same checkpoint ({metrics}): mean over seeds, band = min..max")
+    fig.suptitle(f"GRPO vs ASPO from the same checkpoint ({metrics}): mean over seeds, band = min..max; held-out "
+                 f"curves: the full set at the start and end, a fixed subset (--curve-problems) in between")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    print(f"wrote {path}")
+
+
+def plot_tradeoff(folder: Path, path: Path, plt):
+    """The pace-free view (§6): held-out pass@1 against entropy and pass@k against pass@1 at every
+    evaluation, one line per method and learning rate (mean over seeds at each evaluation step, band =
+    one standard deviation of the y value over seeds), from runs.py's tradeoff suite."""
+    import numpy as np
+    import runs as runs_py
+    runs = runs_py.load_suite(folder)
+    if not runs:
+        raise ValueError(f"{folder} holds no finished runs (python runs.py tradeoff)")
+    k = runs[0]["k"]
+    labels = sorted(dict.fromkeys(r["method"] for r in runs), key=lambda m: (m.split("@")[0], -float(m.split("@")[1])))
+    panels = [("eval_entropy", "eval_pass@1", "held-out entropy (nats/token)", "held-out pass@1"),
+              ("eval_pass@1", f"eval_pass@{k}", "held-out pass@1", f"held-out pass@{k}")]
+    fig, axes = plt.subplots(1, 2, figsize=(12, 5))
+    for ax, (x, y, xlabel, ylabel) in zip(axes, panels):
+        for label in labels:
+            method, lr = label.split("@")
+            rank = sorted({float(m.split("@")[1]) for m in labels if m.startswith(method + "@")}, reverse=True).index(float(lr))
+            paths = [r["path"] for r in runs if r["method"] == label]
+            n = min(len(p) for p in paths)  # the same evaluation steps in every seed's path
+            xs = np.array([[p[i][x] for i in range(n)] for p in paths]).mean(axis=0)
+            ys = np.array([[p[i][y] for i in range(n)] for p in paths])
+            ax.plot(xs, ys.mean(axis=0), ("-", "--", ":")[rank % 3], marker="o", ms=3, color=color(method), lw=2,
+                    label=f"{method} lr {lr} ({len(paths)} seeds)")
+            ax.fill_between(xs, ys.mean(axis=0) - ys.std(axis=0), ys.mean(axis=0) + ys.std(axis=0),
+                            color=color(method), alpha=0.08)
+            ax.plot(xs[-1], ys.mean(axis=0)[-1], "s", ms=7, color=color(method))  # the end point
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel(ylabel)
+        ax.grid(alpha=0.3)
+    axes[0].invert_xaxis()  # training moves right: entropy falls
+    axes[0].legend(fontsize=8)
+    fig.suptitle(f"Held-out paths, start (step 0) to end (square), mean over seeds ({folder}); "
+                 f"a method whose path lies above the others at equal x is better at equal diversity", fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     print(f"wrote {path}")
@@ -129,6 +172,8 @@ def main(argv=None):
     p.add_argument("--metrics", default="out/metrics.jsonl", help="metrics.jsonl written by nano_aspo.py")
     p.add_argument("--assets", default="assets", help="directory the PNGs are written to")
     p.add_argument("--weights-only", action="store_true", help="only draw the weight figure")
+    p.add_argument("--tradeoff", metavar="FOLDER", help="draw assets/tradeoff.png from runs.py's tradeoff suite in "
+                                                       "FOLDER (e.g. runs/tradeoff), and nothing else")
     p.add_argument("--table", metavar="SUMMARY", help="print the README's results table from this summary.json and exit")
     args = p.parse_args(argv)
     if args.table:
@@ -143,6 +188,13 @@ def main(argv=None):
         return 0
     assets = Path(args.assets)
     assets.mkdir(exist_ok=True)
+    if args.tradeoff:
+        try:
+            plot_tradeoff(Path(args.tradeoff), assets / "tradeoff.png", plt)
+        except (OSError, ValueError) as e:
+            print(f"plot.py: error: {e}", file=sys.stderr)
+            return 1
+        return 0
     plot_weights(assets / "weights.png", plt)
     if not args.weights_only:
         try:
