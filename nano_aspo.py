@@ -76,7 +76,7 @@ class Config:
     careful_share: float = opt(0.1, "carry: share of the teacher's answers that use the careful strategy (c)")
     careful_noise: float = opt(0.2, "carry: share of the teacher's careful answers it corrupts (the careful way is "
                                     "right on every problem but less reliable)")
-    pretrain_steps: int = opt(2500, "supervised steps")
+    pretrain_steps: int = opt(4000, "supervised steps")
     pretrain_batch: int = opt(64, "sequences per supervised step")
     pretrain_lr: float = opt(4e-3, "peak learning rate of the supervised stage "
                                    "(OneCycleLR: warm-up over 5 percent of the steps, cosine decay)")

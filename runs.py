@@ -69,9 +69,9 @@ def rl_jobs(suite: str, methods, fractions, args, extra) -> list:
             for seed in args.seeds for f in fractions for method in methods]
 
 
-def start_jobs(args, extra) -> list:
-    return [(["--steps", "0", "--pretrain-seed", str(seed), "--ckpt-dir", str(args.root / "start" / f"p{seed}-t{t}"),
-              *extra], args.root / "start" / f"p{seed}-t{t}", t) for seed in START_SEEDS for t in (1, 2)]
+def start_jobs(args, extra, threads: int) -> list:
+    return [(["--steps", "0", "--pretrain-seed", str(seed), "--ckpt-dir", str(args.root / "start" / f"p{seed}-t{threads}"),
+              *extra], args.root / "start" / f"p{seed}-t{threads}", threads) for seed in START_SEEDS]
 
 
 # --- reading results -------------------------------------------------------------------------------------
@@ -205,7 +205,8 @@ def main(argv=None) -> int:
         return 2
     t0 = time.time()
     if args.suite in ("start", "all"):
-        run_all(start_jobs(args, extra), args.parallel)
+        run_all(start_jobs(args, extra, 1), args.parallel)
+        run_all(start_jobs(args, extra, 2), 1)  # a 2-thread process beside another one slows both several-fold
     if args.suite in ("tradeoff", "all"):
         run_all(rl_jobs("tradeoff", ("grpo", "aspo"), LR_FRACTIONS, args, extra), args.parallel)
     if args.suite in ("ladder", "all"):
