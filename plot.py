@@ -142,31 +142,6 @@ def plot_tradeoff(folder: Path, path: Path, plt):
     print(f"wrote {path}")
 
 
-def results_table(summary: Path) -> str:
-    """The README's results table: mean +- std over seeds of each method's final held-out numbers."""
-    data = json.loads(summary.read_text())
-    lines = ["| method | seeds | pass@1 | pass@k | entropy | dead groups | wall time (s) |", "|---|---|---|---|---|---|---|"]
-    for method in dict.fromkeys(r["method"] for r in data["runs"]):
-        runs = [r for r in data["runs"] if r["method"] == method and r["final"]]
-        if not runs:  # every run of this method stopped before its first evaluation
-            continue
-        seeds = ",".join(str(r["seed"]) for r in runs)
-
-        def cell(values, digits=3):
-            t = torch.tensor(values, dtype=torch.float64)
-            return f"{t.mean():.{digits}f} +- {t.std(correction=0):.{digits}f}"
-
-        time_s = [r["timings"]["rollout_s"] + r["timings"]["update_s"] + r["timings"]["eval_s"] for r in runs]
-        lines.append(f"| {method} | {seeds} | " + " | ".join(
-            cell([r["final"][key] for r in runs]) for key in ("pass@1", "pass@k", "entropy", "dead_groups"))
-            + f" | {cell(time_s, 1)} |")
-    k = data["runs"][0]["initial"]["k"]
-    start = data["runs"][0]["initial"]
-    lines.append(f"| (start, seed {data['runs'][0]['seed']}) | | {start['pass@1']:.3f} | {start['pass@k']:.3f} | "
-                 f"{start['entropy']:.3f} | {start['dead_groups']:.3f} | pretraining {data['pretrain_s']:.0f} |")
-    return "\n".join(lines).replace("pass@k", f"pass@{k}", 2)
-
-
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--metrics", default="out/metrics.jsonl", help="metrics.jsonl written by nano_aspo.py")
@@ -174,11 +149,7 @@ def main(argv=None):
     p.add_argument("--weights-only", action="store_true", help="only draw the weight figure")
     p.add_argument("--tradeoff", metavar="FOLDER", help="draw assets/tradeoff.png from runs.py's tradeoff suite in "
                                                        "FOLDER (e.g. runs/tradeoff), and nothing else")
-    p.add_argument("--table", metavar="SUMMARY", help="print the README's results table from this summary.json and exit")
     args = p.parse_args(argv)
-    if args.table:
-        print(results_table(Path(args.table)))
-        return 0
     try:
         import matplotlib
         matplotlib.use("Agg")
@@ -188,22 +159,17 @@ def main(argv=None):
         return 0
     assets = Path(args.assets)
     assets.mkdir(exist_ok=True)
-    if args.tradeoff:
-        try:
+    try:
+        if args.tradeoff:
             plot_tradeoff(Path(args.tradeoff), assets / "tradeoff.png", plt)
-        except (OSError, ValueError) as e:
-            print(f"plot.py: error: {e}", file=sys.stderr)
-            return 1
-        return 0
-    plot_weights(assets / "weights.png", plt)
-    if not args.weights_only:
-        try:
+            return 0
+        plot_weights(assets / "weights.png", plt)
+        if not args.weights_only:
             plot_curves(Path(args.metrics), assets / "curves.png", plt)
-        except (OSError, ValueError) as e:
-            print(f"plot.py: error: {e}", file=sys.stderr)
-            return 1
+    except (OSError, ValueError) as e:
+        print(f"plot.py: error: {e}", file=sys.stderr)
+        return 1
     return 0
-
 
 if __name__ == "__main__":
     sys.exit(main())

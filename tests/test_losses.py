@@ -249,7 +249,7 @@ def test_pass_at_k_equals_brute_force():
                 assert na.pass_at_k(n, c, k) == pytest.approx(want, abs=1e-12), (n, c, k)
 
 
-# --- plot.py: the README's weight figure and results table (torch only, matplotlib is imported lazily) ----
+# --- plot.py: the README's weight figure (torch only, matplotlib is imported lazily) ----
 @pytest.mark.parametrize("method,sign,r,want", [
     ("grpo", 1, 1.1, 1.1), ("grpo", 1, 0.5, 0.5), ("grpo", 1, 2.0, 0.0), ("grpo", -1, 0.5, 0.0),
     ("grpo", -1, 2.0, 2.0), ("grpo", -1, 4.0, 0.0),
@@ -273,44 +273,3 @@ def test_plot_weights_match_the_whole_table():
     # the clip constants are passed through: with c = 5, aspo's positive weight at r = 0.25 is 1/r = 4, not c
     assert plot.weights("aspo", torch.tensor([0.25]), 1.0, clip_c=5.0).item() == pytest.approx(4.0)
     assert plot.weights("aspo", torch.tensor([0.25]), 1.0, clip_c=3.0).item() == pytest.approx(3.0)
-
-
-def _headline(pass1, passk, entropy, dead, k=4):
-    return {"entropy": entropy, "pass@1": pass1, "pass@k": passk, "k": k, "dead_groups": dead, "distinct": 2.0,
-            "reward": pass1}
-
-
-def _run(method, seed, pass1, passk, entropy, dead, times):
-    return {"method": method, "seed": seed, "initial": _headline(0.25, 0.6, 1.2, 0.3),
-            "final": _headline(pass1, passk, entropy, dead),
-            "timings": {"rollout_s": times[0], "update_s": times[1], "eval_s": times[2], "initial_eval_s": 100.0}}
-
-
-def test_plot_results_table(tmp_path):
-    import json
-
-    import plot
-    runs = [_run("grpo", 0, 0.2, 0.5, 0.1, 0.5, (1.0, 2.0, 3.0)), _run("aspo", 0, 0.35, 0.8, 0.9, 0.1, (1.0, 1.0, 1.0)),
-            _run("grpo", 1, 0.4, 0.7, 0.3, 0.7, (2.0, 3.0, 5.0)), _run("aspo", 1, 0.35, 0.6, 0.5, 0.3, (2.0, 2.0, 2.0)),
-            # a run stopped by a non-finite loss before its first evaluation (final None): left out of the means
-            dict(_run("grpo", 2, 0.0, 0.0, 0.0, 0.0, (50.0, 50.0, 0.0)), final=None, error="grpo seed 2: non-finite")]
-    path = tmp_path / "summary.json"
-    path.write_text(json.dumps({"config": {}, "wall_time_s": 99.0, "pretrain_s": 41.6, "checkpoint": "x.pt",
-                                "runs": runs}))
-    table = plot.results_table(path)
-    lines = table.split("\n")
-    assert lines[0] == "| method | seeds | pass@1 | pass@4 | entropy | dead groups | wall time (s) |"
-    assert lines[1] == "|---|---|---|---|---|---|---|"
-    assert len(lines) == 5  # header, rule, one row per method, the start row
-    rows = {ln.split("|")[1].strip(): [c.strip() for c in ln.split("|")[2:-1]] for ln in lines[2:4]}
-    assert list(rows) == ["grpo", "aspo"]  # one row per method, in the order they ran
-    grpo, aspo = rows["grpo"], rows["aspo"]
-    assert grpo[0] == aspo[0] == "0,1"
-    # mean +- std (population std) over the seeds
-    assert grpo[1] == "0.300 +- 0.100" and aspo[1] == "0.350 +- 0.000"  # pass@1
-    assert grpo[2] == "0.600 +- 0.100" and aspo[2] == "0.700 +- 0.100"  # pass@4
-    assert grpo[3] == "0.200 +- 0.100" and aspo[3] == "0.700 +- 0.200"  # entropy
-    assert grpo[4] == "0.600 +- 0.100" and aspo[4] == "0.200 +- 0.100"  # dead groups
-    assert grpo[5] == "8.0 +- 2.0" and aspo[5] == "4.5 +- 1.5"  # rollout + update + eval seconds
-    start = [c.strip() for c in lines[4].split("|")[1:-1]]
-    assert start == ["(start, seed 0)", "", "0.250", "0.600", "1.200", "0.300", "pretraining 42"]
