@@ -1,6 +1,6 @@
 """Figures for the README, made from real runs and from the loss code itself (needs matplotlib).
 
-    python plot.py --metrics out/metrics.jsonl   # assets/curves.png: the runs of that metrics file
+    python plot.py --metrics out/metrics.jsonl   # assets/curves.png: the runs of that metrics file (or files)
     python plot.py --weights-only                # assets/weights.png only: w(r) of each method
     python plot.py --tradeoff runs/tradeoff      # assets/tradeoff.png: held-out paths of runs.py's lr sweep
 
@@ -64,14 +64,14 @@ def plot_weights(path: Path, plt, eps_low=0.2, eps_high=0.28, clip_c=3.0, method
     print(f"wrote {path}")
 
 
-def load(metrics: Path):
-    rows = [json.loads(line) for line in metrics.read_text().splitlines() if line.strip()]
+def load(metrics: list[Path]):
+    rows = [json.loads(line) for m in metrics for line in m.read_text().splitlines() if line.strip()]
     if not rows:
-        raise ValueError(f"{metrics} holds no metrics")
+        raise ValueError(f"{' '.join(map(str, metrics))} holds no metrics")
     return rows
 
 
-def plot_curves(metrics: Path, path: Path, plt):
+def plot_curves(metrics: list[Path], path: Path, plt):
     rows = load(metrics)
     k = next(key for key in rows[-1] if key.startswith("eval_pass@") and key != "eval_pass@1")
     panels = [("entropy", "policy entropy (nats/token, own samples)"),
@@ -96,8 +96,9 @@ def plot_curves(metrics: Path, path: Path, plt):
         ax.set_title(label)
         ax.grid(alpha=0.3)
     axes[0, 0].legend()
-    fig.suptitle(f"GRPO vs ASPO from the same checkpoint ({metrics}): mean over seeds, band = min..max; held-out "
-                 f"curves: the full set at the start and end, a fixed subset (--curve-problems) in between")
+    source = str(metrics[0]) if len(metrics) == 1 else f"{len(metrics)} metrics files"
+    fig.suptitle(f"GRPO vs ASPO from the same checkpoint ({source}): mean over seeds, band = min..max\nheld-out "
+                 f"curves: the full set at the start and the end, a fixed subset (--curve-problems) in between")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     print(f"wrote {path}")
@@ -144,7 +145,8 @@ def plot_tradeoff(folder: Path, path: Path, plt):
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--metrics", default="out/metrics.jsonl", help="metrics.jsonl written by nano_aspo.py")
+    p.add_argument("--metrics", default=[Path("out/metrics.jsonl")], type=Path, nargs="+",
+                   help="metrics.jsonl file(s) written by nano_aspo.py (several: their runs together)")
     p.add_argument("--assets", default="assets", help="directory the PNGs are written to")
     p.add_argument("--weights-only", action="store_true", help="only draw the weight figure")
     p.add_argument("--tradeoff", metavar="FOLDER", help="draw assets/tradeoff.png from runs.py's tradeoff suite in "
@@ -165,7 +167,7 @@ def main(argv=None):
             return 0
         plot_weights(assets / "weights.png", plt)
         if not args.weights_only:
-            plot_curves(Path(args.metrics), assets / "curves.png", plt)
+            plot_curves(args.metrics, assets / "curves.png", plt)
     except (OSError, ValueError) as e:
         print(f"plot.py: error: {e}", file=sys.stderr)
         return 1
