@@ -757,7 +757,8 @@ def rl_step(model, opt_, batch_problems, cfg: Config, method: str, gen: torch.Ge
 
 
 def console_line(method, seed, step, m, k) -> str:
-    ev = (f"pass@1 {m['eval_pass@1']:.3f} pass@{k} {m[f'eval_pass@{k}']:.3f} ent {m['eval_entropy']:.3f}"
+    ev = (f"pass@1 {m['eval_pass@1']:.3f}+-{m['eval_pass@1_se']:.3f} pass@{k} {m[f'eval_pass@{k}']:.3f}"
+          f"+-{m[f'eval_pass@{k}_se']:.3f} ent {m['eval_entropy']:.3f} careful(hard) {m.get('eval_careful_hard', 0):.2f}"
           if "eval_pass@1" in m else "")
     return (f"{method:4s} s{seed:<3d} step {step:4d} | reward {m['reward']:.3f} ent {m['entropy']:.3f} "
             f"dead {m['dead_groups']:.2f} |log r| {m.get('abs_log_ratio', 0):.3f} "

@@ -17,21 +17,23 @@ def test_frontier_gap_is_the_mean_distance_above_the_best_baseline_on_the_shared
         suite.append(_run("grpo@2", seed, xs, [0.5 - x / 2 for x in xs]))
         suite.append(_run("grpo@1", seed, xs, [0.45 - x / 2 for x in xs]))  # below grpo@2 everywhere
         suite.append(_run("aspo@2", seed, xs[::-1], [0.5 - x / 2 + 0.01 * (seed + 1) for x in xs[::-1]]))
-    g = runs.frontier_gap(suite, "aspo@2", ["grpo@2", "grpo@1"])
+    g = runs.frontier_gap(suite, ["aspo@2"], ["grpo@2", "grpo@1"])
     assert g["seeds"] == [0, 1, 2] and g["diffs"] == pytest.approx([0.01, 0.02, 0.03])
     assert g["mean"] == pytest.approx(0.02) and g["wins"] == 3
     assert g["ci95"][0] <= 0.02 <= g["ci95"][1]
     # a baseline that lies above the method: a negative gap
-    lower = runs.frontier_gap(suite, "grpo@1", ["grpo@2"])
+    lower = runs.frontier_gap(suite, ["grpo@1"], ["grpo@2"])
     assert lower["diffs"] == pytest.approx([-0.05] * 3) and lower["wins"] == 0
+    # frontier against frontier: the best of several on each side
+    assert runs.frontier_gap(suite, ["grpo@1", "aspo@2"], ["grpo@2"])["diffs"] == pytest.approx([0.01, 0.02, 0.03])
 
 
 def test_frontier_gap_uses_only_the_shared_range_and_skips_seeds_without_one():
     a = _run("aspo@1", 0, [1.0, 0.5], [0.0, 0.5])  # y = 1 - x on [0.5, 1]
     b = _run("grpo@1", 0, [0.8, 0.0], [0.2, 1.0])  # y = 1 - x on [0, 0.8]: shared range [0.5, 0.8]
-    assert runs.frontier_gap([a, b], "aspo@1", ["grpo@1"])["diffs"] == pytest.approx([0.0])
+    assert runs.frontier_gap([a, b], ["aspo@1"], ["grpo@1"])["diffs"] == pytest.approx([0.0])
     c = _run("grpo@1", 0, [0.4, 0.1], [0.2, 1.0])  # no x in common with a
-    g = runs.frontier_gap([a, c], "aspo@1", ["grpo@1"])
+    g = runs.frontier_gap([a, c], ["aspo@1"], ["grpo@1"])
     assert g["seeds"] == [] and g["mean"] is None and runs.fmt(g) == "n/a"
 
 
