@@ -138,7 +138,7 @@ class Config:
              "device", f"must be auto, cpu, cuda, cuda:N or mps (got {self.device!r})")
         need(self.steps >= 0, "steps", f"must be >= 0 (got {self.steps}; 0 evaluates the start only)")
         for flag in ("digits", "n_layer", "n_head", "n_embd", "pretrain_steps", "pretrain_batch", "curve_problems",
-                     "prompts", "minibatches", "epochs", "eval_every", "eval_problems", "eval_samples", "k",
+                     "prompts", "minibatches", "epochs", "eval_every", "eval_problems", "eval_samples",
                      "log_every", "train_problems"):
             need(getattr(self, flag) >= 1, flag.replace("_", "-"), f"must be >= 1 (got {getattr(self, flag)})")
         need(self.task in rewards.TASKS, "task", f"must be one of {','.join(rewards.TASKS)} (got {self.task!r})")
@@ -158,7 +158,8 @@ class Config:
         need(self.clip_c > 1, "clip-c", f"must be > 1 (got {self.clip_c})")
         need(self.prompts <= self.train_problems, "prompts",
              f"must be <= --train-problems (got {self.prompts} > {self.train_problems})")
-        need(self.k <= self.eval_samples, "k", f"must be <= --eval-samples (got {self.k} > {self.eval_samples})")
+        need(2 <= self.k <= self.eval_samples, "k", f"must be in [2, --eval-samples]: pass@1 is always reported "
+                                                     f"(got {self.k}, --eval-samples {self.eval_samples})")
         need(self.prompts * self.group >= self.minibatches, "minibatches",
              f"must be <= prompts * group = {self.prompts * self.group} (got {self.minibatches})")
 
@@ -694,7 +695,8 @@ def headline(m: dict, k: int, n_problems: int) -> dict:
 @torch.no_grad()
 def logp_adv_covariance(logp: torch.Tensor, advantages: torch.Tensor, mask: torch.Tensor) -> dict:
     """Cui et al.'s entropy driver (§7): the covariance of log pi(o_t) and A_t over the batch's valid
-    tokens, and the parts of it that positive and negative tokens contribute (they add up to it). A
+    tokens, and the parts of it that positive and negative tokens contribute (tokens with A = 0, of
+    dead groups, contribute the rest, which is 0 when the mean advantage is). A
     large positive covariance (confident tokens rewarded, unlikely ones penalised) means entropy falls.
     logp, mask: (B, T); advantages: (B,)."""
     valid = mask > 0
@@ -758,7 +760,8 @@ def rl_step(model, opt_, batch_problems, cfg: Config, method: str, gen: torch.Ge
 
 def console_line(method, seed, step, m, k) -> str:
     ev = (f"pass@1 {m['eval_pass@1']:.3f}+-{m['eval_pass@1_se']:.3f} pass@{k} {m[f'eval_pass@{k}']:.3f}"
-          f"+-{m[f'eval_pass@{k}_se']:.3f} ent {m['eval_entropy']:.3f} careful(hard) {m.get('eval_careful_hard', 0):.2f}"
+          f"+-{m[f'eval_pass@{k}_se']:.3f} ent {m['eval_entropy']:.3f}" +
+          (f" careful(hard) {m['eval_careful_hard']:.2f}" if "eval_careful_hard" in m else "")
           if "eval_pass@1" in m else "")
     return (f"{method:4s} s{seed:<3d} step {step:4d} | reward {m['reward']:.3f} ent {m['entropy']:.3f} "
             f"dead {m['dead_groups']:.2f} |log r| {m.get('abs_log_ratio', 0):.3f} "

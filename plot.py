@@ -14,9 +14,11 @@ import sys
 import zlib
 from pathlib import Path
 
+import numpy as np
 import torch
 
 import nano_aspo as na
+import runs as runs_py
 
 COLORS = {"grpo": "tab:red", "aspo": "tab:blue", "nois": "tab:green"}
 MORE_COLORS = ("tab:purple", "tab:orange", "tab:brown", "tab:pink", "tab:olive", "tab:cyan", "black")
@@ -106,10 +108,8 @@ def plot_curves(metrics: list[Path], path: Path, plt):
 
 def plot_tradeoff(folder: Path, path: Path, plt):
     """The pace-free view (§6): held-out pass@1 against entropy and pass@k against pass@1 at every
-    evaluation, one line per method and learning rate (mean over seeds at each evaluation step, band =
+    evaluation, one line per method and learning rate (mean over seeds at each evaluation step, bars =
     one standard deviation of the y value over seeds), from runs.py's tradeoff suite."""
-    import numpy as np
-    import runs as runs_py
     runs = runs_py.load_suite(folder)
     if not runs:
         raise ValueError(f"{folder} holds no finished runs (python runs.py tradeoff)")
@@ -126,10 +126,11 @@ def plot_tradeoff(folder: Path, path: Path, plt):
             n = min(len(p) for p in paths)  # the same evaluation steps in every seed's path
             xs = np.array([[p[i][x] for i in range(n)] for p in paths]).mean(axis=0)
             ys = np.array([[p[i][y] for i in range(n)] for p in paths])
-            ax.plot(xs, ys.mean(axis=0), ("-", "--", ":")[rank % 3], marker="o", ms=3, color=color(method), lw=2,
-                    label=f"{method} lr {lr} ({len(paths)} seeds)")
-            ax.fill_between(xs, ys.mean(axis=0) - ys.std(axis=0), ys.mean(axis=0) + ys.std(axis=0),
-                            color=color(method), alpha=0.08)
+            mean, sd = ys.mean(axis=0), ys.std(axis=0)
+            # a path can turn back in x, so the spread is a bar at each evaluation (clipped to [0, 1]), not a band
+            ax.errorbar(xs, mean, yerr=[mean - np.clip(mean - sd, 0, 1), np.clip(mean + sd, 0, 1) - mean],
+                        fmt=("-", "--", ":")[rank % 3], marker="o", ms=3, color=color(method), lw=2, elinewidth=0.8,
+                        capsize=2, alpha=0.9, label=f"{method} lr {lr} ({len(paths)} seeds)")
             ax.plot(xs[-1], ys.mean(axis=0)[-1], "s", ms=7, color=color(method))  # the end point
         ax.set_xlabel(xlabel)
         ax.set_ylabel(ylabel)

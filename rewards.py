@@ -1,8 +1,8 @@
 """The task and its verifier: seeded arithmetic problems and a strict 0/1 reward.
 
-A problem is a prompt such as "407+38=" and a canonical answer. Three tasks:
+A problem is a prompt such as "407+038=" and a canonical answer. Three tasks:
 - carry (the default): add two numbers; the answer is a strategy marker and the sum's digits least
-  significant first: "c544" (c: careful, with carries) is right for 407+38=445; the teacher's other
+  significant first: "c544" (c: careful, with carries) is right for 407+038=445; the teacher's other
   strategy, "n" (no carries: each column's digit sum mod 10, "n534"), is right only on problems
   without a carry. A known mixture of a common shortcut and a rare strategy that is right everywhere.
 - arith: compute an expression ("407+38=" -> "445").
@@ -62,7 +62,7 @@ CAREFUL, SHORTCUT = "c", "n"  # the first token of a carry-task answer names its
 
 @dataclass(frozen=True)
 class CarryProblem(Problem):
-    """Task carry: "407+38=". `answer` is the careful strategy's "c544" (the sum 445, least significant
+    """Task carry: "407+038=". `answer` is the careful strategy's "c544" (the sum 445, least significant
     digit first: the order in which carries happen, which a causal model can learn); `shortcut` is the
     other strategy's "n534" (each column's digit sum mod 10, no carries), correct exactly when no column
     carries (`easy`). Either marker followed by the right digits is correct: the reward is for the
@@ -182,7 +182,11 @@ def make_problems(n: int, seed: int, split: str = "train", *, task: str = "carry
 def corrupt(answer: str, rng: random.Random) -> str:
     """A plausible wrong answer: one digit of `answer` replaced by a different digit (the imperfect
     teacher of the pretraining stage). No leading zero and no "-0" is introduced; a one-digit part
-    of a split answer may become 0 ("5+52" -> "0+52"), which the verifier rejects like any wrong sum."""
+    of a split answer may become 0 ("5+52" -> "0+52"), which the verifier rejects like any wrong sum.
+    On carry answers, written least significant digit first, the rule protects the wrong end: the
+    units digit never becomes 0 and the last (most significant) digit may ("c544" -> "c540"); the
+    verifier rejects both like any wrong answer, so only the teacher's error distribution is skewed.
+    """
     digit_positions = [i for i, ch in enumerate(answer) if ch.isdigit()]
     i = rng.choice(digit_positions)
     leading = i == 0 or not answer[i - 1].isdigit()  # first digit of a number

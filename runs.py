@@ -31,19 +31,22 @@ START_SEEDS = (1234, 1, 2)  # pretraining seeds of the start band (1234 is the d
 
 
 # --- running ---------------------------------------------------------------------------------------------
-def finished(out: Path) -> bool:
+def finished(out: Path, argv: list[str]) -> bool:
+    """A run is done if it finished with exactly these flags (out/argv.json), so a changed setting reruns it."""
     try:
         summary = json.loads((out / "summary.json").read_text())
+        same = json.loads((out / "argv.json").read_text()) == argv
     except (OSError, ValueError):
         return False
-    return "start" in summary and all(r.get("final") for r in summary["runs"])
+    return same and "start" in summary and all(r.get("final") for r in summary["runs"])
 
 
 def run_one(argv: list[str], out: Path, threads: int = 1) -> str:
     """One nano_aspo.py process writing to `out` (skipped if it has finished); its console goes to out/log.txt."""
-    if finished(out):
+    if finished(out, argv):
         return f"skip {out}"
     out.mkdir(parents=True, exist_ok=True)
+    (out / "argv.json").write_text(json.dumps(argv))
     env = dict(os.environ, OMP_NUM_THREADS=str(threads))
     t0 = time.time()
     with open(out / "log.txt", "w") as log:
@@ -63,15 +66,17 @@ def rl_jobs(suite: str, methods, fractions, args, extra) -> list:
     lr0 = na.parse_config(extra).lr
     ckpt = args.root / "ckpt"
     # pretrain once before the parallel runs, so they all load the same checkpoint
-    run_all([(["--steps", "0", "--ckpt-dir", str(ckpt), *extra], args.root / "ckpt-start", 1)], 1)
-    return [(["--seeds", str(seed), "--methods", method, "--ckpt-dir", str(ckpt), *extra, "--lr", f"{lr0 / f:g}"],
+    # (the suite's own flags come last: they win over the same flags after --)
+    run_all([([*extra, "--steps", "0", "--ckpt-dir", str(ckpt)], args.root / "ckpt-start", 1)], 1)
+    return [([*extra, "--seeds", str(seed), "--methods", method, "--ckpt-dir", str(ckpt), "--lr", f"{lr0 / f:g}"],
              args.root / suite / f"{method}@{lr0 / f:g}" / f"s{seed}", 1)
             for seed in args.seeds for f in fractions for method in methods]
 
 
 def start_jobs(args, extra, threads: int) -> list:
-    return [(["--steps", "0", "--pretrain-seed", str(seed), "--ckpt-dir", str(args.root / "start" / f"p{seed}-t{threads}"),
-              *extra], args.root / "start" / f"p{seed}-t{threads}", threads) for seed in START_SEEDS]
+    return [([*extra, "--steps", "0", "--pretrain-seed", str(seed), "--ckpt-dir",
+              str(args.root / "start" / f"p{seed}-t{threads}")], args.root / "start" / f"p{seed}-t{threads}", threads)
+            for seed in START_SEEDS]
 
 
 # --- reading results -------------------------------------------------------------------------------------
@@ -90,27 +95,34 @@ def load_suite(folder: Path) -> list[dict]:
     return runs
 
 
+def frontier(paths: list[list[dict]], x: str, y: str, grid: np.ndarray) -> np.ndarray:
+    """The Pareto frontier of the evaluations of `paths` (one run or several): at each grid value g,
+    the best y among the evaluations whose x is at least g (e.g. the best pass@1 reached while
+    entropy was still >= g). It ignores the order in time, so a path that falls, rises and falls
+    again in x is handled; it is non-increasing in g."""
+    px = np.array([p[x] for path in paths for p in path])
+    py = np.array([p[y] for path in paths for p in path])
+    return np.array([py[px >= g].max() for g in grid])
+
+
 def frontier_gap(runs: list[dict], methods: list[str], baselines: list[str], x: str = "eval_entropy",
                  y: str = "eval_pass@1", grid: int = 50) -> dict:
-    """The pace-free test (§6), per seed: the mean over a common grid of x (held-out entropy) of the best
-    of `methods`' y (held-out pass@1) minus the best of `baselines`' y (e.g. one ASPO run against GRPO at
-    every learning rate). Each path is interpolated in x after sorting its evaluations by x; the grid
-    spans the x range all paths share. The best of several noisy curves is biased upwards, so compare
-    one run against several only beside the same number on each side (frontier against frontier)."""
+    """The pace-free test (§6), per seed: the mean over a grid of x (held-out entropy) of the frontier
+    of `methods`' evaluations minus the frontier of `baselines`' (e.g. one ASPO run against GRPO at
+    every learning rate): more y at equal or higher x. The grid runs from the lowest x any of these
+    runs reached to the highest x every one of them reached, where both frontiers are defined. The
+    frontier of several noisy runs is biased upwards, so compare one run against several only beside
+    the same number on each side (frontier against frontier)."""
     by = {(r["method"], r["seed"]): r["path"] for r in runs}
     gaps = {}
     for seed in sorted({s for (m, s) in by if m == methods[0]}):
-        paths = [by.get((m, seed)) for m in [*methods, *baselines]]
-        if any(p is None for p in paths):
+        left, right = ([by.get((m, seed)) for m in side] for side in (methods, baselines))
+        if any(p is None for p in left + right):
             continue
-        curves = [(np.array([p[x] for p in sorted(path, key=lambda p: p[x])]),
-                   np.array([p[y] for p in sorted(path, key=lambda p: p[x])])) for path in paths]
-        lo, hi = max(c[0].min() for c in curves), min(c[0].max() for c in curves)
-        if lo >= hi:
-            continue  # no shared range of x: no comparison at equal x for this seed
+        lo = min(p[x] for path in left + right for p in path)
+        hi = min(max(p[x] for p in path) for path in left + right)
         xs = np.linspace(lo, hi, grid)
-        ys = np.array([np.interp(xs, cx, cy) for cx, cy in curves])
-        gaps[seed] = float((ys[:len(methods)].max(axis=0) - ys[len(methods):].max(axis=0)).mean())
+        gaps[seed] = float((frontier(left, x, y, xs) - frontier(right, x, y, xs)).mean())
     diffs = np.array(list(gaps.values()))
     return {"methods": methods, "baselines": baselines, "x": x, "y": y, "seeds": list(gaps), "diffs": diffs.tolist(),
             "mean": float(diffs.mean()) if len(diffs) else None, "ci95": na.bootstrap_ci(diffs),
@@ -151,6 +163,8 @@ def report_start(root: Path) -> list[str]:
 
 def report_rl(root: Path, suite: str, lr0: float) -> list[str]:
     runs = load_suite(root / suite)
+    if not runs:
+        return []
     if suite == "ladder":
         runs += [r for r in load_suite(root / "tradeoff") if r["method"] in (f"grpo@{lr0:g}", f"aspo@{lr0:g}")]
     if not runs:
@@ -178,8 +192,8 @@ def report_rl(root: Path, suite: str, lr0: float) -> list[str]:
                 lines.append(f"- {method} - {base}, {c['metric'].replace('pass@k', f'pass@{k}')}: {fmt(c)}")
     if suite == "tradeoff" and grpo:
         aspo = [label.replace("grpo@", "aspo@") for label in grpo]
-        lines += ["", "The pace-free test (§6), per seed: mean over a common grid of held-out entropy of held-out "
-                      "pass@1, the best of the left side minus the best of the right side:", ""]
+        lines += ["", "The pace-free test (§6), per seed: mean over a grid of held-out entropy of the left side's "
+                      "frontier (its best held-out pass@1 at equal or higher entropy) minus the right side's:", ""]
         for left in [[a] for a in aspo] + [aspo]:
             lines.append(f"- {' / '.join(left)} vs {' / '.join(grpo)}: {fmt(frontier_gap(runs, left, grpo))}")
         lines.append(f"- the same frontiers on the axis pass@{k} against pass@1 (pass@{k} at equal pass@1): "

@@ -232,3 +232,27 @@ def test_paired_comparison_differences_interval_and_wins():
     assert comp["entropy"]["ci95"] == pytest.approx([0.1, 0.1]) and comp["entropy"]["wins"] == 8
     one = na.paired_comparison(runs[:1] + runs[8:9])
     assert one[0]["ci95"] is None and one[0]["seeds"] == [0]
+
+
+def test_evaluate_per_problem_metrics_hard_subset_and_standard_errors(monkeypatch):
+    # 4 problems x n = 4 samples with known rewards and texts: two easy, two hard (carry)
+    problems = [rewards.carry_problem([123, 456], 3), rewards.carry_problem([111, 222], 3),
+                rewards.carry_problem([407, 38], 3), rewards.carry_problem([999, 1], 3)]
+    r = torch.tensor([[1, 1, 1, 1], [1, 0, 0, 0], [1, 1, 0, 0], [0, 0, 0, 0]], dtype=torch.float)
+    texts = ["c975", "n975", "c975", "n975", "c333", "x", "x", "x",
+             "c544", "c544", "n534", "n534", "n099", "n099", "c0001x", "n0"]
+    T = 3
+    roll = na.Rollout(None, None, None, torch.ones(16, T), torch.zeros(16, T), torch.full((16, T), 0.5))
+    monkeypatch.setattr(na, "rollout_and_score", lambda model, probs, n, cfg, gen: (r, roll, texts))
+    cfg = na.Config(eval_samples=4, k=2)
+    m = na.evaluate(torch.nn.Linear(1, 1), problems, cfg, seed=0)
+    p1 = [1.0, 0.25, 0.5, 0.0]
+    p2 = [1.0, 1 - 3 / 6, 1 - 1 / 6, 0.0]  # 1 - C(n-c, 2) / C(4, 2)
+    assert m["eval_pass@1"] == pytest.approx(sum(p1) / 4) and m["eval_pass@2"] == pytest.approx(sum(p2) / 4)
+    assert m["eval_hard_pass@1"] == pytest.approx((0.5 + 0.0) / 2) and m["eval_hard_pass@2"] == pytest.approx(p2[2] / 2)
+    assert m["eval_careful_hard"] == pytest.approx((0.5 + 0.25) / 2)  # "c544" x2 of 4, "c0001x" 1 of 4
+    # distinct correct among the first k = 2 samples: {"c975", "n975"}, {"c333"}, {"c544"}, {}
+    assert m["eval_distinct_correct"] == pytest.approx((2 + 1 + 1 + 0) / 4)
+    assert m["eval_entropy"] == pytest.approx(0.5) and m["eval_dead_groups"] == pytest.approx(0.5)
+    assert m["eval_pass@1_se"] == pytest.approx(na.bootstrap_se(p1, 0)) and 0.1 < m["eval_pass@1_se"] < 0.3
+    assert na.bootstrap_se([0.7] * 10) == pytest.approx(0.0, abs=1e-12)

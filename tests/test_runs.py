@@ -1,5 +1,6 @@
 import json
 
+import numpy as np
 import pytest
 
 import runs
@@ -28,13 +29,26 @@ def test_frontier_gap_is_the_mean_distance_above_the_best_baseline_on_the_shared
     assert runs.frontier_gap(suite, ["grpo@1", "aspo@2"], ["grpo@2"])["diffs"] == pytest.approx([0.01, 0.02, 0.03])
 
 
-def test_frontier_gap_uses_only_the_shared_range_and_skips_seeds_without_one():
-    a = _run("aspo@1", 0, [1.0, 0.5], [0.0, 0.5])  # y = 1 - x on [0.5, 1]
-    b = _run("grpo@1", 0, [0.8, 0.0], [0.2, 1.0])  # y = 1 - x on [0, 0.8]: shared range [0.5, 0.8]
-    assert runs.frontier_gap([a, b], ["aspo@1"], ["grpo@1"])["diffs"] == pytest.approx([0.0])
-    c = _run("grpo@1", 0, [0.4, 0.1], [0.2, 1.0])  # no x in common with a
-    g = runs.frontier_gap([a, c], ["aspo@1"], ["grpo@1"])
-    assert g["seeds"] == [] and g["mean"] is None and runs.fmt(g) == "n/a"
+def test_frontier_is_the_best_y_at_or_above_each_x_whatever_the_order_in_time():
+    # entropy falls, rises, falls again (an escape from a shortcut): the frontier ignores the order
+    path = [{"x": 0.16, "y": 0.53}, {"x": 0.10, "y": 0.55}, {"x": 0.14, "y": 0.80}, {"x": 0.06, "y": 0.85},
+            {"x": 0.05, "y": 0.70}]
+    grid = np.array([0.16, 0.14, 0.12, 0.10, 0.06, 0.05, 0.0])
+    assert runs.frontier([path], "x", "y", grid).tolist() == [0.53, 0.80, 0.80, 0.80, 0.85, 0.85, 0.85]
+    # several runs: the frontier of all their evaluations
+    other = [{"x": 0.16, "y": 0.60}, {"x": 0.05, "y": 0.90}]
+    assert runs.frontier([path, other], "x", "y", grid).tolist() == [0.60, 0.80, 0.80, 0.80, 0.85, 0.90, 0.90]
+
+
+def test_frontier_gap_grid_spans_where_both_frontiers_are_defined():
+    a = _run("aspo@1", 0, [1.0, 0.5], [0.0, 0.5])
+    b = _run("grpo@1", 0, [0.5, 0.0], [0.5, 1.0])
+    # grid [0, 0.5] (the lowest x of any run to the highest x every run reached): a's frontier is 0.5
+    # everywhere there, b's is 1.0 at x = 0 and 0.5 above it
+    g = runs.frontier_gap([a, b], ["aspo@1"], ["grpo@1"])
+    assert g["seeds"] == [0] and g["diffs"] == pytest.approx([-0.5 / 50])
+    assert runs.frontier_gap([a], ["aspo@1"], ["grpo@1"])["mean"] is None  # no baseline run: no seed
+    assert runs.fmt(runs.frontier_gap([a], ["aspo@1"], ["grpo@1"])) == "n/a"
 
 
 def test_tradeoff_suite_end_to_end_is_resumable_and_reports(tmp_path, tiny_args, capsys):
@@ -53,6 +67,14 @@ def test_tradeoff_suite_end_to_end_is_resumable_and_reports(tmp_path, tiny_args,
     assert "aspo@0.01 - grpo@0.01, pass@1" in report and "pace-free" in report
     assert runs.main(argv) == 0  # again: everything is skipped
     assert capsys.readouterr().out.count("skip ") == 7
+    # the suite's own flags win over the same flags after --: every run kept its seed, method and lr
+    for r in suite:
+        assert r["seed"] == 4 and r["method"].split("@")[0] in ("grpo", "aspo")
+    ckpt_start = json.loads((tmp_path / "ckpt-start" / "summary.json").read_text())
+    assert ckpt_start["config"]["steps"] == 0 and ckpt_start["runs"] == []  # not the --steps 2 after --
+    # another setting after -- is another experiment: nothing is skipped
+    assert runs.main(argv + ["--eval-samples", "3"]) == 0
+    assert capsys.readouterr().out.count("done ") == 7
 
 
 def test_bad_arguments_are_one_line_errors(tmp_path, capsys):
