@@ -158,6 +158,8 @@ class Config:
         need(self.clip_c > 1, "clip-c", f"must be > 1 (got {self.clip_c})")
         need(self.prompts <= self.train_problems, "prompts",
              f"must be <= --train-problems (got {self.prompts} > {self.train_problems})")
+        need(self.curve_problems <= self.eval_problems, "curve-problems",
+             f"must be <= --eval-problems (it is a subset of them; got {self.curve_problems} > {self.eval_problems})")
         need(2 <= self.k <= self.eval_samples, "k", f"must be in [2, --eval-samples]: pass@1 is always reported "
                                                      f"(got {self.k}, --eval-samples {self.eval_samples})")
         need(self.prompts * self.group >= self.minibatches, "minibatches",
