@@ -147,10 +147,10 @@ class Config:
         need(self.n_embd % self.n_head == 0, "n-embd", f"must be divisible by --n-head ({self.n_embd} % {self.n_head} != 0)")
         need(self.group >= 2, "group", f"must be >= 2: a group of one has no advantage (got {self.group})")
         need(self.temperature > 0, "temperature", f"must be > 0 (got {self.temperature})")
-        need(0 <= self.teacher_noise < 1, "teacher-noise", f"must be in [0, 1) (got {self.teacher_noise})")
-        for flag in ("careful_share", "easy_share", "eval_easy_share", "careful_noise"):
-            need(0 <= getattr(self, flag) <= 1 and (flag != "careful_noise" or getattr(self, flag) < 1),
-                 flag.replace("_", "-"), f"must be in [0, 1{']' if flag != 'careful_noise' else ')'} (got {getattr(self, flag)})")
+        for flag in ("teacher_noise", "careful_noise"):
+            need(0 <= getattr(self, flag) < 1, flag.replace("_", "-"), f"must be in [0, 1) (got {getattr(self, flag)})")
+        for flag in ("careful_share", "easy_share", "eval_easy_share"):
+            need(0 <= getattr(self, flag) <= 1, flag.replace("_", "-"), f"must be in [0, 1] (got {getattr(self, flag)})")
         need(self.lr > 0 and self.pretrain_lr > 0, "lr", f"and --pretrain-lr must be > 0 (got {self.lr}, {self.pretrain_lr})")
         need(self.grad_clip > 0, "grad-clip", f"must be > 0 (got {self.grad_clip})")
         need(0 < self.eps_low < 1, "eps-low", f"must be in (0, 1) (got {self.eps_low})")
@@ -488,7 +488,8 @@ def verl_loss(fn, logp, old_logp, advantages, mask, eps_low=0.2, eps_high=0.28, 
 
 # %% --- pretraining: the supervised stage that makes a stochastic, partly-right start policy -------
 def task_problems(cfg: Config, split: str) -> list[rewards.Problem]:
-    """The training pool (pretraining and RL prompts) or the fixed held-out evaluation set."""
+    """The RL prompt pool (split "train") or the fixed held-out evaluation set ("test"); pretraining
+    draws its own fresh problems (teacher_batch)."""
     kw = dict(task=cfg.task, digits=cfg.digits, operands=cfg.operands, ops=cfg.ops)
     easy = (cfg.easy_share if split == "train" else cfg.eval_easy_share) if cfg.task == "carry" else None
     if split == "train":
@@ -651,11 +652,15 @@ def group_stats(rewards_: torch.Tensor, roll: Rollout, texts: list[str], n: int)
             "careful": sum(t.startswith(rewards.CAREFUL) for t in texts) / len(texts)}
 
 
+def bootstrap_means(values, draws: int, seed: int = 0) -> np.ndarray:
+    """Means of `draws` resamples (with replacement) of `values`: the bootstrap distribution of the mean."""
+    x = np.asarray(values, dtype=float)
+    return x[np.random.default_rng(seed).integers(0, len(x), size=(draws, len(x)))].mean(axis=1)
+
+
 def bootstrap_se(values: list[float], seed: int = 0, draws: int = 1000) -> float:
     """Standard error of the mean of per-problem values, by resampling the problems (bootstrap)."""
-    x = np.asarray(values, dtype=float)
-    idx = np.random.default_rng(seed).integers(0, len(x), size=(draws, len(x)))
-    return float(x[idx].mean(axis=1).std())
+    return float(bootstrap_means(values, draws, seed).std())
 
 
 @torch.no_grad()
@@ -842,17 +847,20 @@ def paired_comparison(runs: list[dict], baseline: str = "grpo") -> list[dict]:
 
 def bootstrap_ci(diffs, draws: int = 10_000) -> list[float] | None:
     """95% bootstrap percentile interval of the mean of per-seed differences (None below two seeds)."""
-    diffs = np.asarray(diffs, dtype=float)
     if len(diffs) < 2:
         return None
-    boot = diffs[np.random.default_rng(0).integers(0, len(diffs), (draws, len(diffs)))].mean(axis=1)
+    boot = bootstrap_means(diffs, draws)
     return [float(np.percentile(boot, 2.5)), float(np.percentile(boot, 97.5))]
+
+
+def start_line(start: dict, k: int) -> str:
+    return (f"start (held-out, {start['n_problems']} problems): pass@1 {start['pass@1']:.3f} +- {start['pass@1_se']:.3f}  "
+            f"pass@{k} {start['pass@k']:.3f} +- {start['pass@k_se']:.3f}  entropy {start['entropy']:.3f}")
 
 
 def print_table(start: dict, runs: list[dict], comparison: list[dict], k: int):
     """Start and end per method (mean over seeds), then each method's paired differences against grpo."""
-    print(f"\nstart (held-out, {start['n_problems']} problems): pass@1 {start['pass@1']:.3f} +- {start['pass@1_se']:.3f}  "
-          f"pass@{k} {start['pass@k']:.3f} +- {start['pass@k_se']:.3f}  entropy {start['entropy']:.3f}")
+    print("\n" + start_line(start, k))
     if not runs:
         return
     keys = [key for key in ("entropy", "pass@1", "pass@k", "hard_pass@k", "careful_hard") if key in start]
@@ -902,8 +910,7 @@ def main(argv=None) -> int:
     initial = evaluate(model, test_set, cfg, seed=1, show=0 if cfg.quiet else 3)
     init_s = time.time() - t0
     start = headline(initial, cfg.k, len(test_set))
-    print(f"start: pass@1 {start['pass@1']:.3f} +- {start['pass@1_se']:.3f}  pass@{cfg.k} {start['pass@k']:.3f} "
-          f"+- {start['pass@k_se']:.3f}  entropy {start['entropy']:.3f}  ({len(test_set)} held-out problems)")
+    print(start_line(start, cfg.k))
     show_samples("init", initial.pop("samples"))
     base_state = {k: v.clone() for k, v in model.state_dict().items()}
     runs, status = [], 0

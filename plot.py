@@ -114,7 +114,7 @@ def plot_tradeoff(folder: Path, path: Path, plt):
     if not runs:
         raise ValueError(f"{folder} holds no finished runs (python runs.py tradeoff)")
     k = runs[0]["k"]
-    labels = sorted(dict.fromkeys(r["method"] for r in runs), key=lambda m: (m.split("@")[0], -float(m.split("@")[1])))
+    labels = sorted({r["method"] for r in runs}, key=runs_py.label_order)
     panels = [("eval_entropy", "eval_pass@1", "held-out entropy (nats/token)", "held-out pass@1"),
               ("eval_pass@1", f"eval_pass@{k}", "held-out pass@1", f"held-out pass@{k}")]
     fig, axes = plt.subplots(1, 2, figsize=(12, 5))
@@ -131,7 +131,7 @@ def plot_tradeoff(folder: Path, path: Path, plt):
             ax.errorbar(xs, mean, yerr=[mean - np.clip(mean - sd, 0, 1), np.clip(mean + sd, 0, 1) - mean],
                         fmt=("-", "--", ":")[rank % 3], marker="o", ms=3, color=color(method), lw=2, elinewidth=0.8,
                         capsize=2, alpha=0.9, label=f"{method} lr {lr} ({len(paths)} seeds)")
-            ax.plot(xs[-1], ys.mean(axis=0)[-1], "s", ms=7, color=color(method))  # the end point
+            ax.plot(xs[-1], mean[-1], "s", ms=7, color=color(method))  # the end point
         ax.set_xlabel(xlabel)
         ax.set_ylabel(ylabel)
         ax.grid(alpha=0.3)

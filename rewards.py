@@ -130,7 +130,7 @@ def random_problem(rng: random.Random, task: str = "carry", digits: int = 3, ope
         return Problem("".join(f"{x}{o}" for x, o in zip(xs, os_)) + f"{xs[-1]}=", str(evaluate(xs, os_)))
     while True:  # carry; rejection for easy=False (most 3-digit sums carry, so this is fast)
         if easy:
-            columns = [rng.choice([ds for ds in _digit_tuples(operands) if sum(ds) < 10]) for _ in range(digits)]
+            columns = [rng.choice(_carry_free_columns(operands)) for _ in range(digits)]
             xs = [sum(col[j] * 10 ** i for i, col in enumerate(columns)) for j in range(operands)]
         else:
             xs = [rng.randrange(10 ** digits) for _ in range(operands)]
@@ -140,8 +140,9 @@ def random_problem(rng: random.Random, task: str = "carry", digits: int = 3, ope
 
 
 @functools.cache
-def _digit_tuples(operands: int) -> list[tuple[int, ...]]:
-    return list(itertools.product(range(10), repeat=operands))
+def _carry_free_columns(operands: int) -> list[tuple[int, ...]]:
+    """Every column of `operands` digits whose sum is below 10 (no carry), in a fixed order."""
+    return [ds for ds in itertools.product(range(10), repeat=operands) if sum(ds) < 10]
 
 
 def make_problems(n: int, seed: int, split: str = "train", *, task: str = "carry", digits: int = 3,

@@ -1,5 +1,6 @@
-"""The experiments behind README's figures and tables: one command per suite, resumable (a run whose
-summary.json is there is skipped), several single-threaded processes at once (two use a 2-core CPU best).
+"""The experiments behind README's figures and tables: one command per suite, resumable (a run that
+finished with the same flags is skipped), several single-threaded processes at once (two use a 2-core
+CPU best).
 
     python runs.py start       # the start band: 3 pretraining seeds x 1 and 2 CPU threads, --steps 0
     python runs.py tradeoff    # grpo and aspo at lr0, lr0/2, lr0/4 on seeds 0-7: assets/tradeoff.png, paired table
@@ -62,8 +63,7 @@ def run_all(jobs: list[tuple[list[str], Path, int]], parallel: int):
             print(line, flush=True)
 
 
-def rl_jobs(suite: str, methods, fractions, args, extra) -> list:
-    lr0 = na.parse_config(extra).lr
+def rl_jobs(suite: str, methods, fractions, lr0: float, args, extra) -> list:
     ckpt = args.root / "ckpt"
     # pretrain once before the parallel runs, so they all load the same checkpoint
     # (the suite's own flags come last: they win over the same flags after --)
@@ -80,6 +80,12 @@ def start_jobs(args, extra, threads: int) -> list:
 
 
 # --- reading results -------------------------------------------------------------------------------------
+def label_order(label: str) -> tuple:
+    """Sort key of a "<method>@<lr>" label: by method, then from the largest learning rate down."""
+    method, lr = label.split("@")
+    return method, -float(lr)
+
+
 def load_suite(folder: Path) -> list[dict]:
     """Every finished run below `folder`: its summary entry, labelled "<method>@<lr>", with the held-out
     path (the evaluations' rows of its metrics.jsonl, step 0 included)."""
@@ -167,10 +173,8 @@ def report_rl(root: Path, suite: str, lr0: float) -> list[str]:
         return []
     if suite == "ladder":
         runs += [r for r in load_suite(root / "tradeoff") if r["method"] in (f"grpo@{lr0:g}", f"aspo@{lr0:g}")]
-    if not runs:
-        return []
     k = runs[0]["k"]
-    labels = sorted({r["method"] for r in runs}, key=lambda m: (m.split("@")[0], -float(m.split("@")[1])))
+    labels = sorted({r["method"] for r in runs}, key=label_order)
     keys = [key for key in ("pass@1", "pass@k", "entropy", "hard_pass@1", "hard_pass@k", "careful_hard",
                             "distinct_correct") if key in runs[0]["final"]]
     lines = [f"### {suite} (`python runs.py {suite}`): final held-out metrics, mean over seeds", "",
@@ -225,15 +229,15 @@ def main(argv=None) -> int:
         run_all(start_jobs(args, extra, 1), args.parallel)
         run_all(start_jobs(args, extra, 2), 1)  # a 2-thread process beside another one slows both several-fold
     if args.suite in ("tradeoff", "all"):
-        run_all(rl_jobs("tradeoff", ("grpo", "aspo"), LR_FRACTIONS, args, extra), args.parallel)
+        run_all(rl_jobs("tradeoff", ("grpo", "aspo"), LR_FRACTIONS, lr0, args, extra), args.parallel)
     if args.suite in ("ladder", "all"):
-        run_all(rl_jobs("ladder", LADDER, (1,), args, extra), args.parallel)
+        run_all(rl_jobs("ladder", LADDER, (1,), lr0, args, extra), args.parallel)
     if args.suite != "report":
         print(f"wall time {time.time() - t0:.0f}s")
     lines = report_start(args.root) + [""] + report_rl(args.root, "tradeoff", lr0) + [""] + report_rl(args.root, "ladder", lr0)
     text = "\n".join(lines).strip() + "\n"
     print(text)
-    (args.root / "report.md").parent.mkdir(parents=True, exist_ok=True)
+    args.root.mkdir(parents=True, exist_ok=True)
     (args.root / "report.md").write_text(text)
     return 0
 
