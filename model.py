@@ -3,9 +3,12 @@
 The training path (`forward(idx)`) is the plain causal transformer. The KV cache is used only by the
 sampler: `forward(idx, cache)` appends the new keys/values to `cache` and attends over everything
 cached so far, so generating T tokens costs T small forward passes instead of T full ones.
+At the end: saving and loading a checkpoint together with the key of the settings that made it.
 """
 import math
+import os
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 import torch.nn as nn
@@ -132,3 +135,28 @@ class GPT(nn.Module):
         if cache is not None:
             cache.pos += T
         return self.lm_head(self.ln_f(x))
+
+
+# --- checkpoints: a GPT's weights saved with the key of everything that made them --------------------------
+def save_checkpoint(path, model: GPT, key: dict):
+    """Write {key, weights} to a temporary file, then rename it: a parallel run never reads half a file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(f".{os.getpid()}.tmp")
+    torch.save({"key": key, "model": model.state_dict()}, tmp)
+    os.replace(tmp, path)
+
+
+def load_checkpoint(path, config: GPTConfig, key: dict, device) -> GPT:
+    """The GPT saved at `path` if it was saved with exactly `key`. RuntimeError (one line, naming the file)
+    for anything else: unpickling errors, missing or mis-shaped tensors, another key, a foreign file."""
+    model = GPT(config).to(device)
+    try:
+        ckpt = torch.load(path, map_location=device, weights_only=True)
+        if not isinstance(ckpt, dict) or ckpt.get("key") != key:
+            raise ValueError("its key does not match these settings")
+        model.load_state_dict(ckpt["model"])
+    except Exception as e:
+        raise RuntimeError(f"{path}: corrupt or foreign checkpoint ({type(e).__name__}: "
+                           f"{str(e).splitlines()[0][:120] if str(e) else ''}); delete it to rebuild") from None
+    return model

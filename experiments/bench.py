@@ -1,0 +1,84 @@
+"""Speed benchmark (not a test): sampling with and without the KV cache, then the phase split of a
+demo run: pretraining, one RL step (rollout and update), and the held-out evaluations (the full set
+at the start and end, the curve subset in between), on the current device with the demo's settings.
+
+    python experiments/bench.py                 # defaults of nano_aspo.py
+    python experiments/bench.py --device cuda   # any nano_aspo.py flag is accepted
+"""
+import random
+import sys
+import time
+
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository: nano_aspo.py and its modules
+import nano_aspo as na  # noqa: E402
+from model import GPT  # noqa: E402
+
+
+def timed(fn, repeats):
+    fn()  # warm-up
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+    t0 = time.perf_counter()
+    for _ in range(repeats):
+        out = fn()
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+    return (time.perf_counter() - t0) / repeats, out
+
+
+def main(argv=None):
+    cfg = na.parse_config(argv)
+    device = na.pick_device(cfg.device)
+    torch.manual_seed(0)
+    model = GPT(na.model_config(cfg)).to(device).eval()
+    problems = na.task_problems(cfg, "train")[:cfg.prompts]
+    prompts = [na.prompt_ids(p) for p in problems for _ in range(cfg.group)]
+    T = na.max_new_tokens(cfg)
+    print(f"device {device}, {model.num_params():,} parameters, batch {len(prompts)} x {T} new tokens, "
+          f"torch {torch.__version__}, {torch.get_num_threads()} threads")
+
+    # an untrained model rarely emits EOS, so every row runs to max_new_tokens: a fair token count
+    for name, use_cache in (("KV cache", True), ("recompute", False)):
+        gen = torch.Generator(device=device).manual_seed(0)
+        sec, roll = timed(lambda: na.sample(model, prompts, T, cfg.temperature, gen, use_cache), 20)
+        tps = roll.mask.sum().item() / sec
+        print(f"sampling ({name:9s}): {tps:10,.0f} tokens/s  ({sec * 1e3:6.1f} ms per batch)")
+        if use_cache:
+            cached = tps
+    print(f"KV cache speed-up: {cached / tps:.2f}x")
+
+    rng = random.Random(0)
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.pretrain_lr)
+
+    sec, _ = timed(lambda: na.supervised_step(model, opt, *na.teacher_batch(cfg, cfg.pretrain_batch, rng, device)), 50)
+    print(f"pretraining: {1 / sec:.1f} steps/s of {cfg.pretrain_batch} sequences "
+          f"({cfg.pretrain_steps} steps ~ {cfg.pretrain_steps * sec:.1f} s)")
+
+    rl_opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr)
+    gen = torch.Generator(device=device).manual_seed(0)
+    times = [na.rl_step(model, rl_opt, problems, cfg, "aspo", gen)[1] for _ in range(6)][1:]
+    roll_s = sum(t["rollout_s"] for t in times) / len(times)
+    upd_s = sum(t["update_s"] for t in times) / len(times)
+    print(f"one RL step ({cfg.prompts} prompts x {cfg.group} samples, mu = {cfg.mu}): "
+          f"rollout {roll_s * 1e3:.1f} ms + update {upd_s * 1e3:.1f} ms = {(roll_s + upd_s) * 1e3:.1f} ms "
+          f"({cfg.steps} steps ~ {cfg.steps * (roll_s + upd_s):.1f} s per method)")
+
+    test = na.task_problems(cfg, "test")
+    full, _ = timed(lambda: na.evaluate(model, test, cfg, seed=1), 2)
+    curve, _ = timed(lambda: na.evaluate(model, test[:cfg.curve_problems], cfg, seed=1), 3)
+    n_curve = (cfg.steps - 1) // cfg.eval_every  # the evaluations before the final one
+    print(f"evaluation: full set ({len(test)} problems x {cfg.eval_samples} samples) {full:.2f} s, curve subset "
+          f"({cfg.curve_problems} problems) {curve:.2f} s; per method ~ {full + n_curve * curve:.1f} s, "
+          f"plus the start {full:.1f} s once")
+
+
+if __name__ == "__main__":
+    try:
+        main()
+    except ValueError as e:
+        print(f"bench.py: error: {e}", file=sys.stderr)
+        sys.exit(2)

@@ -1,0 +1,176 @@
+"""Figures from real runs and from the loss code itself (needs matplotlib).
+
+    python experiments/plot.py --metrics out/metrics.jsonl     # out/curves.png: that run's curves, beside its outputs
+    python experiments/plot.py --weights --out-dir assets      # assets/weights.png: w(r) of each method (README)
+    python experiments/plot.py --tradeoff experiments/runs/tradeoff --out-dir assets   # assets/tradeoff.png (README)
+
+A figure goes to --out-dir, by default the folder of the run it draws, so a reader's own run never
+overwrites the README's figures in assets/: only the commands that regenerate those name assets/.
+
+The weight figure is computed by autograd through nano_aspo.policy_loss, so it cannot drift from the
+code: for one token with advantage A = +1 or -1, w = -dL/dlogp / A (ASPO.md §3).
+"""
+import argparse
+import itertools
+import json
+import sys
+import zlib
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository: nano_aspo.py and its modules
+import nano_aspo as na  # noqa: E402
+from experiments.results import label_order, load_suite, read_metrics  # noqa: E402
+
+COLORS = {"grpo": "tab:red", "aspo": "tab:blue", "nois": "tab:green"}
+MORE_COLORS = ("tab:purple", "tab:orange", "tab:brown", "tab:pink", "tab:olive", "tab:cyan", "black")
+
+
+def color(method: str) -> str:
+    """A method's color: fixed for the README's three, else picked by its name (any name, e.g. a user's
+    FILE.py:FUNCTION run), the same in every figure and every run."""
+    return COLORS.get(method) or MORE_COLORS[zlib.crc32(method.encode()) % len(MORE_COLORS)]
+
+
+def weights(method: str, ratios: torch.Tensor, sign: float, **clip) -> torch.Tensor:
+    """w(r) for each ratio: one token per completion, with advantage `sign`, through nano_aspo.token_weights."""
+    logp = ratios.log()[:, None]
+    return na.token_weights(method, logp, torch.zeros_like(logp), torch.full_like(ratios, sign),
+                            torch.ones_like(logp), **clip)[:, 0]
+
+
+def plot_weights(path: Path, plt, eps_low=0.2, eps_high=0.28, clip_c=3.0, methods=na.METHODS):
+    r = torch.logspace(-0.7, 0.65, 400, base=10).double()  # 0.2 .. 4.5
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.8), sharey=True)
+    for ax, sign, title in ((axes[0], 1.0, "positive advantage (A > 0)"), (axes[1], -1.0, "negative advantage (A < 0)")):
+        for method, style in zip(methods, itertools.cycle(("-", "--", ":", "-."))):
+            w = weights(method, r, sign, eps_low=eps_low, eps_high=eps_high, clip_c=clip_c)
+            ax.plot(r, w, style, color=color(method), lw=2, label=method)
+        for x in (1 / clip_c, 1 - eps_low, 1 + eps_high, clip_c):  # the clip boundaries 1/c, 1-eps_low, 1+eps_high, c
+            ax.axvline(x, color="gray", lw=0.8, alpha=0.6)
+        ax.set_xscale("log")
+        ticks = [0.25, 1 / clip_c, 0.5, 1 - eps_low, 1, 1 + eps_high, 2, clip_c, 4]
+        ax.set_xticks(ticks, [f"{t:.3g}" for t in ticks], fontsize=8)
+        ax.minorticks_off()
+        ax.set_xlabel("importance ratio r = pi_theta / pi_old (log scale)")
+        ax.set_title(title)
+        ax.grid(alpha=0.3)
+    axes[0].set_ylabel("weight w in grad = -A w grad log pi / N")
+    axes[0].legend()
+    fig.suptitle(f"Per-token gradient weights, computed by autograd through policy_loss\n"
+                 f"gray lines: 1/c, 1-eps_low, 1+eps_high, c  (eps_low={eps_low}, eps_high={eps_high}, c={clip_c})", fontsize=11)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    print(f"wrote {path}")
+
+
+def plot_curves(metrics: list[Path], path: Path, plt):
+    rows = read_metrics(metrics)
+    k = next(key for key in rows[-1] if key.startswith("eval_pass@") and key != "eval_pass@1")
+    panels = [("entropy", "policy entropy (nats/token, own samples)"),
+              ("eval_pass@1", "held-out pass@1"),
+              (k, f"held-out pass@{k.split('@')[1]}"),
+              ("dead_groups", "share of dead groups (train batch)"),
+              ("eval_careful_hard", "careful strategy's share on hard held-out problems"),
+              ("cov_logp_adv_pos", "Cov(log pi, A) of positive tokens (train batch)")]
+    fig, axes = plt.subplots(2, 3, figsize=(15, 7.5))
+    for ax, (key, label) in zip(axes.flat, panels):
+        for method in dict.fromkeys(r["method"] for r in rows):
+            by_step = {}
+            for r in rows:
+                if r["method"] == method and key in r:
+                    by_step.setdefault(r["step"], []).append(r[key])
+            steps = sorted(by_step)
+            vals = [by_step[s] for s in steps]
+            mean = [sum(v) / len(v) for v in vals]
+            ax.plot(steps, mean, color=color(method), lw=2, label=f"{method} (mean of {len(vals[-1])} seeds)")
+            ax.fill_between(steps, [min(v) for v in vals], [max(v) for v in vals], color=color(method), alpha=0.2)
+        ax.set_xlabel("RL step")
+        ax.set_title(label)
+        ax.grid(alpha=0.3)
+    axes[0, 0].legend()
+    source = str(metrics[0]) if len(metrics) == 1 else f"{len(metrics)} metrics files"
+    fig.suptitle(f"GRPO vs ASPO from the same checkpoint ({source}): mean over seeds, band = min..max\nheld-out "
+                 f"curves: the full set at the start and the end, a fixed subset (--curve-problems) in between")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    print(f"wrote {path}")
+
+
+def plot_tradeoff(folder: Path, path: Path, plt):
+    """The pace-free view (§6): held-out pass@1 against entropy and pass@k against pass@1 at every
+    evaluation, one line per method and learning rate (mean over seeds at each evaluation step, bars =
+    one standard deviation of the y value over seeds), from runs.py's tradeoff suite."""
+    runs = load_suite(folder)
+    if not runs:
+        raise ValueError(f"{folder} holds no finished runs (python experiments/runs.py tradeoff)")
+    k = runs[0]["k"]
+    labels = sorted({r["method"] for r in runs}, key=label_order)
+    panels = [("eval_entropy", "eval_pass@1", "held-out entropy (nats/token)", "held-out pass@1"),
+              ("eval_pass@1", f"eval_pass@{k}", "held-out pass@1", f"held-out pass@{k}")]
+    fig, axes = plt.subplots(1, 2, figsize=(12, 5))
+    for ax, (x, y, xlabel, ylabel) in zip(axes, panels):
+        for label in labels:
+            method, lr = label.split("@")
+            rank = sorted({float(m.split("@")[1]) for m in labels if m.startswith(method + "@")}, reverse=True).index(float(lr))
+            paths = [r["path"] for r in runs if r["method"] == label]
+            n = min(len(p) for p in paths)  # the same evaluation steps in every seed's path
+            xs = np.array([[p[i][x] for i in range(n)] for p in paths]).mean(axis=0)
+            ys = np.array([[p[i][y] for i in range(n)] for p in paths])
+            mean, sd = ys.mean(axis=0), ys.std(axis=0)
+            # a path can turn back in x, so the spread is a bar at each evaluation (clipped to [0, 1]), not a band
+            ax.errorbar(xs, mean, yerr=[mean - np.clip(mean - sd, 0, 1), np.clip(mean + sd, 0, 1) - mean],
+                        fmt=("-", "--", ":")[rank % 3], marker="o", ms=3, color=color(method), lw=2, elinewidth=0.8,
+                        capsize=2, alpha=0.9, label=f"{method} lr {lr} ({len(paths)} seeds)")
+            ax.plot(xs[-1], mean[-1], "s", ms=7, color=color(method))  # the end point
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel(ylabel)
+        ax.grid(alpha=0.3)
+    axes[0].invert_xaxis()  # training moves right: entropy falls
+    axes[0].legend(fontsize=8)
+    fig.suptitle(f"Held-out paths, start (step 0) to end (square), mean over seeds ({folder}); "
+                 f"a method whose path lies above the others at equal x is better at equal diversity", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    print(f"wrote {path}")
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--metrics", type=Path, nargs="+",
+                   help="metrics.jsonl file(s) written by nano_aspo.py (several: their runs together): curves.png")
+    p.add_argument("--weights", action="store_true", help="weights.png: w(r) of each built-in method, from policy_loss")
+    p.add_argument("--tradeoff", metavar="FOLDER", type=Path,
+                   help="tradeoff.png from runs.py's tradeoff suite in FOLDER (e.g. experiments/runs/tradeoff)")
+    p.add_argument("--out-dir", type=Path, help="folder the PNGs go to (default: the folder of the first metrics "
+                                                "file or of FOLDER; assets only where you name it)")
+    args = p.parse_args(argv)
+    if not (args.metrics or args.weights or args.tradeoff):
+        p.error("nothing to draw: give --metrics, --weights or --tradeoff")
+    out = args.out_dir or (args.metrics[0].parent if args.metrics else args.tradeoff or Path("."))
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        print("plot.py: error: matplotlib is not installed (pip install matplotlib); the JSON metrics are unaffected",
+              file=sys.stderr)
+        return 1
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        if args.weights:
+            plot_weights(out / "weights.png", plt)
+        if args.metrics:
+            plot_curves(args.metrics, out / "curves.png", plt)
+        if args.tradeoff:
+            plot_tradeoff(args.tradeoff, out / "tradeoff.png", plt)
+    except (OSError, ValueError) as e:
+        print(f"plot.py: error: {e}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

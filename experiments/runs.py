@@ -1,0 +1,188 @@
+"""The experiments behind README's figures and tables: one command per suite, resumable (a run that
+finished with the same flags is skipped), several single-threaded processes at once (two use a 2-core
+CPU best).
+
+    python experiments/runs.py start       # the start band: 3 pretraining seeds x 1 and 2 CPU threads, --steps 0
+    python experiments/runs.py tradeoff    # grpo and aspo at lr0, lr0/2, lr0/4 on seeds 0-7: assets/tradeoff.png, paired table
+    python experiments/runs.py ladder      # nois, posmean, aspo-hardneg at lr0 on seeds 0-7 (grpo, aspo: from tradeoff)
+    python experiments/runs.py all         # the three, then the report
+    python experiments/runs.py report      # the tables of whatever has finished (also written to <root>/report.md)
+    python experiments/runs.py tradeoff --seeds 100,101 --root experiments/runs-dev -- --steps 50   # dev seeds, any nano_aspo flag after --
+
+Every run is `python nano_aspo.py --quiet --seeds S --methods M --lr LR --out-dir <root>/<suite>/<M>@<LR>/s<S>`
+with one shared pretrained checkpoint (<root>/ckpt), so the methods are paired: same start, same
+prompts and evaluation draws per seed (§10). How the results are judged is written in experiments/README.md.
+"""
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]  # the repository: nano_aspo.py and its modules
+sys.path.insert(0, str(ROOT))
+
+import nano_aspo as na  # noqa: E402
+from experiments.results import label_order, load_suite  # noqa: E402
+from experiments.stats import frontier_gap, paired_comparison, paired_line  # noqa: E402
+
+LR_FRACTIONS = (1, 2, 4)  # the same learning-rate sweep for every method: lr0, lr0/2, lr0/4 (§6)
+LADDER = ("nois", "posmean", "aspo-hardneg")  # the paper's ablation ladder (§9), beside grpo and aspo
+START_SEEDS = (1234, 1, 2)  # pretraining seeds of the start band (1234 is the default)
+
+
+# --- running ---------------------------------------------------------------------------------------------
+def finished(out: Path, argv: list[str]) -> bool:
+    """A run is done if it finished with exactly these flags (out/argv.json), so a changed setting reruns it."""
+    try:
+        summary = json.loads((out / "summary.json").read_text())
+        same = json.loads((out / "argv.json").read_text()) == argv
+    except (OSError, ValueError):
+        return False
+    return same and "start" in summary and all(r.get("final") for r in summary["runs"])
+
+
+def run_one(argv: list[str], out: Path, threads: int = 1) -> str:
+    """One nano_aspo.py process writing to `out` (skipped if it has finished); its console goes to out/log.txt."""
+    if finished(out, argv):
+        return f"skip {out}"
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "argv.json").write_text(json.dumps(argv))
+    env = dict(os.environ, OMP_NUM_THREADS=str(threads))
+    t0 = time.time()
+    with open(out / "log.txt", "w") as log:
+        rc = subprocess.run([sys.executable, str(ROOT / "nano_aspo.py"), "--quiet",
+                             "--out-dir", str(out), *argv], stdout=log, stderr=subprocess.STDOUT, env=env).returncode
+    status = "done" if rc == 0 else f"FAILED (exit {rc}, see {out / 'log.txt'})"
+    return f"{status} {out} in {time.time() - t0:.0f}s"
+
+
+def run_all(jobs: list[tuple[list[str], Path, int]], parallel: int):
+    with ThreadPoolExecutor(parallel) as pool:
+        for line in pool.map(lambda j: run_one(*j), jobs):
+            print(line, flush=True)
+
+
+def rl_jobs(suite: str, methods, fractions, lr0: float, args, extra) -> list:
+    ckpt = args.root / "ckpt"
+    # pretrain once before the parallel runs, so they all load the same checkpoint
+    # (the suite's own flags come last: they win over the same flags after --)
+    run_all([([*extra, "--steps", "0", "--ckpt-dir", str(ckpt)], args.root / "ckpt-start", 1)], 1)
+    return [([*extra, "--seeds", str(seed), "--methods", method, "--ckpt-dir", str(ckpt), "--lr", f"{lr0 / f:g}"],
+             args.root / suite / f"{method}@{lr0 / f:g}" / f"s{seed}", 1)
+            for seed in args.seeds for f in fractions for method in methods]
+
+
+def start_jobs(args, extra, threads: int) -> list:
+    return [([*extra, "--steps", "0", "--pretrain-seed", str(seed), "--ckpt-dir",
+              str(args.root / "start" / f"p{seed}-t{threads}")], args.root / "start" / f"p{seed}-t{threads}", threads)
+            for seed in START_SEEDS]
+
+
+# --- the report ------------------------------------------------------------------------------------------
+def report_start(root: Path) -> list[str]:
+    rows = []
+    for seed in START_SEEDS:
+        for t in (1, 2):
+            path = root / "start" / f"p{seed}-t{t}" / "summary.json"
+            if path.exists():
+                s = json.loads(path.read_text())["start"]
+                rows.append((seed, t, s))
+    if not rows:
+        return []
+    k = rows[0][2]["k"]
+    lines = ["### The start (held-out, `python experiments/runs.py start`)", "",
+             f"| pretrain seed | threads | pass@1 | pass@{k} | pass@{k} - pass@1 | entropy | careful share (hard) |",
+             "|---|---|---|---|---|---|---|"]
+    for seed, t, s in rows:
+        lines.append(f"| {seed} | {t} | {s['pass@1']:.3f} +- {s['pass@1_se']:.3f} | {s['pass@k']:.3f} +- "
+                     f"{s['pass@k_se']:.3f} | {s['pass@k'] - s['pass@1']:.3f} | {s['entropy']:.3f} | "
+                     f"{s.get('careful_hard', float('nan')):.3f} |")
+    p1 = [s["pass@1"] for _, _, s in rows]
+    band = all(0.2 <= s["pass@1"] <= 0.7 and s["pass@k"] - s["pass@1"] >= 0.15 and s["pass@k"] <= 0.85 for *_, s in rows)
+    lines += ["", f"Band (pass@1 in [0.2, 0.7], pass@{k} - pass@1 >= 0.15, pass@{k} <= 0.85): "
+                  f"{'holds' if band else 'FAILS'} for {len(rows)} starts; pass@1 spread {max(p1) - min(p1):.3f} "
+                  f"({'within' if max(p1) - min(p1) <= 0.06 else 'NOT within'} 0.06)."]
+    return lines
+
+
+def report_rl(root: Path, suite: str, lr0: float) -> list[str]:
+    runs = load_suite(root / suite)
+    if not runs:
+        return []
+    if suite == "ladder":
+        runs += [r for r in load_suite(root / "tradeoff") if r["method"] in (f"grpo@{lr0:g}", f"aspo@{lr0:g}")]
+    k = runs[0]["k"]
+    labels = sorted({r["method"] for r in runs}, key=label_order)
+    keys = [key for key in ("pass@1", "pass@k", "entropy", "hard_pass@1", "hard_pass@k", "careful_hard",
+                            "distinct_correct") if key in runs[0]["final"]]
+    lines = [f"### {suite} (`python experiments/runs.py {suite}`): final held-out metrics, mean over seeds", "",
+             "| run | seeds | " + " | ".join(key.replace("pass@k", f"pass@{k}") for key in keys) + " |",
+             "|---|---|" + "---|" * len(keys)]
+    for label in labels:
+        rs = [r for r in runs if r["method"] == label]
+        lines.append(f"| {label} | {len(rs)} | " + " | ".join(f"{np.mean([r['final'][key] for r in rs]):.3f}"
+                                                              for key in keys) + " |")
+    lines += ["", "Paired differences (final held-out; mean, 95% bootstrap interval over seeds, seeds in favour):", ""]
+    grpo = [label for label in labels if label.startswith("grpo@")]
+    pairs = ([(label, f"grpo@{lr0:g}") for label in labels if label != f"grpo@{lr0:g}" and label.split("@")[1] == f"{lr0:g}"]
+             if suite == "ladder" else
+             [(f"aspo@{lr0 / f:g}", f"grpo@{lr0 / f:g}") for f in LR_FRACTIONS] +
+             [(f"aspo@{lr0:g}", g) for g in grpo if g != f"grpo@{lr0:g}"])
+    for method, base in pairs:
+        for c in paired_comparison([r for r in runs if r["method"] in (method, base)], baseline=base):
+            if c["metric"] in ("pass@1", "pass@k", "entropy", "hard_pass@k", "careful_hard"):
+                lines.append(f"- {paired_line(c, k)}")
+    if suite == "tradeoff" and grpo:
+        aspo = [label.replace("grpo@", "aspo@") for label in grpo]
+        lines += ["", "The pace-free test (§6), per seed: mean over a grid of held-out entropy of the left side's "
+                      "frontier (its best held-out pass@1 at equal or higher entropy) minus the right side's:", ""]
+        for left in [[a] for a in aspo] + [aspo]:
+            lines.append(f"- {paired_line(frontier_gap(runs, left, grpo), k)}")
+        lines.append(f"- the same frontiers on the axis pass@{k} against pass@1 (pass@{k} at equal pass@1): "
+                     f"{paired_line(frontier_gap(runs, aspo, grpo, x='eval_pass@1', y=f'eval_pass@{k}'), k, label=False)}")
+    return lines
+
+
+def main(argv=None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    extra = argv[argv.index("--") + 1:] if "--" in argv else []
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("suite", choices=("start", "tradeoff", "ladder", "all", "report"), help="what to run")
+    p.add_argument("--seeds", default="0,1,2,3,4,5,6,7", help="RL seeds (report on 0-7; develop on >= 100)")
+    p.add_argument("--root", default=Path("experiments/runs"), type=Path, help="folder of the runs, the shared checkpoint and report.md")
+    p.add_argument("--parallel", default=2, type=int, help="processes at once (each on one thread)")
+    args = p.parse_args(argv[:argv.index("--")] if "--" in argv else argv)
+    try:
+        args.seeds = [int(s) for s in args.seeds.split(",")]
+        lr0 = na.parse_config(extra).lr  # also checks the extra nano_aspo flags before anything runs
+    except ValueError as e:
+        print(f"runs.py: error: {e}", file=sys.stderr)
+        return 2
+    if args.parallel < 1:
+        print("runs.py: error: --parallel must be >= 1", file=sys.stderr)
+        return 2
+    t0 = time.time()
+    if args.suite in ("start", "all"):
+        run_all(start_jobs(args, extra, 1), args.parallel)
+        run_all(start_jobs(args, extra, 2), 1)  # a 2-thread process beside another one slows both several-fold
+    if args.suite in ("tradeoff", "all"):
+        run_all(rl_jobs("tradeoff", ("grpo", "aspo"), LR_FRACTIONS, lr0, args, extra), args.parallel)
+    if args.suite in ("ladder", "all"):
+        run_all(rl_jobs("ladder", LADDER, (1,), lr0, args, extra), args.parallel)
+    if args.suite != "report":
+        print(f"wall time {time.time() - t0:.0f}s")
+    lines = report_start(args.root) + [""] + report_rl(args.root, "tradeoff", lr0) + [""] + report_rl(args.root, "ladder", lr0)
+    text = "\n".join(lines).strip() + "\n"
+    print(text)
+    args.root.mkdir(parents=True, exist_ok=True)
+    (args.root / "report.md").write_text(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,115 @@
+"""Statistics over problems and over paired seeds (ASPO.md §10), shared by nano_aspo.py's closing table and
+runs.py's report: bootstrap standard errors and intervals, the paired comparison of two methods run on the
+same seeds, its one-line form, and the Pareto frontiers of the pace-free test (§6)."""
+import numpy as np
+
+# the final held-out metrics that every comparison reports (pass@k is stored under that name, whatever k)
+COMPARED = ("entropy", "pass@1", "pass@k", "distinct_correct", "hard_pass@1", "hard_pass@k", "careful_hard")
+
+
+def bootstrap_means(values, draws: int, seed: int = 0) -> np.ndarray:
+    """Means of `draws` resamples (with replacement) of `values`: the bootstrap distribution of the mean."""
+    x = np.asarray(values, dtype=float)
+    return x[np.random.default_rng(seed).integers(0, len(x), size=(draws, len(x)))].mean(axis=1)
+
+
+def bootstrap_se(values: list[float], seed: int = 0, draws: int = 1000) -> float:
+    """Standard error of the mean of per-problem values, by resampling the problems (bootstrap)."""
+    return float(bootstrap_means(values, draws, seed).std())
+
+
+def bootstrap_ci(diffs, draws: int = 10_000) -> list[float] | None:
+    """95% bootstrap percentile interval of the mean of per-seed differences (None below two seeds)."""
+    if len(diffs) < 2:
+        return None
+    boot = bootstrap_means(diffs, draws)
+    return [float(np.percentile(boot, 2.5)), float(np.percentile(boot, 97.5))]
+
+
+def paired_comparison(runs: list[dict], baseline: str = "grpo") -> list[dict]:
+    """For every method run beside `baseline`: the final held-out metrics' differences method - baseline,
+    paired by seed (same checkpoint, prompts and evaluation draws), their mean, a 95% bootstrap
+    percentile interval over seeds (None with one seed) and wins = seeds with a difference > 0."""
+    by = {(r["method"], r["seed"]): r["final"] for r in runs if r["final"]}
+    out = []
+    for method in dict.fromkeys(r["method"] for r in runs):
+        seeds = sorted(s for (m, s) in by if m == method and (baseline, s) in by)
+        if method == baseline or not seeds:
+            continue
+        for metric in COMPARED:
+            if metric not in by[method, seeds[0]]:
+                continue
+            diffs = np.array([by[method, s][metric] - by[baseline, s][metric] for s in seeds])
+            out.append({"method": method, "baseline": baseline, "metric": metric, "seeds": seeds,
+                        "diffs": diffs.tolist(), "mean": float(diffs.mean()), "ci95": bootstrap_ci(diffs),
+                        "wins": int((diffs > 0).sum())})
+    return out
+
+
+def paired_line(c: dict, k: int, label: bool = True) -> str:
+    """One comparison of paired_comparison or frontier_gap as a line: "aspo - grpo, pass@8: +0.012
+    [-0.020, +0.041], 5/8 seeds > 0" (without its label: from the mean on)."""
+    what = (f"{c['method']} - {c['baseline']}, {c['metric'].replace('pass@k', f'pass@{k}')}: " if "metric" in c
+            else f"{' / '.join(c['methods'])} vs {' / '.join(c['baselines'])}: ") if label else ""
+    if c["mean"] is None:
+        return f"{what}n/a"
+    ci = f"[{c['ci95'][0]:+.3f}, {c['ci95'][1]:+.3f}]" if c["ci95"] else "(no interval)"
+    return f"{what}{c['mean']:+.3f} {ci}, {c['wins']}/{len(c['seeds'])} seeds > 0"
+
+
+def frontier(paths: list[list[dict]], x: str, y: str, grid: np.ndarray) -> np.ndarray:
+    """The Pareto frontier of the evaluations of `paths` (one run or several): at each grid value g,
+    the best y among the evaluations whose x is at least g (e.g. the best pass@1 reached while
+    entropy was still >= g). It ignores the order in time, so a path that falls, rises and falls
+    again in x is handled; it is non-increasing in g."""
+    px = np.array([p[x] for path in paths for p in path])
+    py = np.array([p[y] for path in paths for p in path])
+    return np.array([py[px >= g].max() for g in grid])
+
+
+def frontier_gap(runs: list[dict], methods: list[str], baselines: list[str], x: str = "eval_entropy",
+                 y: str = "eval_pass@1", grid: int = 50) -> dict:
+    """The pace-free test (§6), per seed: the mean over a grid of x (held-out entropy) of the frontier
+    of `methods`' evaluations minus the frontier of `baselines`' (e.g. one ASPO run against GRPO at
+    every learning rate): more y at equal or higher x. The grid runs from the lowest x any of these
+    runs reached to the highest x every one of them reached, where both frontiers are defined. The
+    frontier of several noisy runs is biased upwards, so compare one run against several only beside
+    the same number on each side (frontier against frontier). runs carry their held-out `path`."""
+    by = {(r["method"], r["seed"]): r["path"] for r in runs}
+    gaps = {}
+    for seed in sorted({s for (m, s) in by if m == methods[0]}):
+        left, right = ([by.get((m, seed)) for m in side] for side in (methods, baselines))
+        if any(p is None for p in left + right):
+            continue
+        lo = min(p[x] for path in left + right for p in path)
+        hi = min(max(p[x] for p in path) for path in left + right)
+        xs = np.linspace(lo, hi, grid)
+        gaps[seed] = float((frontier(left, x, y, xs) - frontier(right, x, y, xs)).mean())
+    diffs = np.array(list(gaps.values()))
+    return {"methods": methods, "baselines": baselines, "x": x, "y": y, "seeds": list(gaps), "diffs": diffs.tolist(),
+            "mean": float(diffs.mean()) if len(diffs) else None, "ci95": bootstrap_ci(diffs),
+            "wins": int((diffs > 0).sum())}
+
+
+def start_line(start: dict, k: int) -> str:
+    """The start's held-out numbers (summary.json's "start") on one line."""
+    return (f"start (held-out, {start['n_problems']} problems): pass@1 {start['pass@1']:.3f} +- {start['pass@1_se']:.3f}  "
+            f"pass@{k} {start['pass@k']:.3f} +- {start['pass@k_se']:.3f}  entropy {start['entropy']:.3f}")
+
+
+def summary_lines(start: dict, runs: list[dict], comparison: list[dict], k: int) -> list[str]:
+    """nano_aspo.py's closing table: the start, the end per method (mean over seeds), then each method's
+    paired differences against grpo."""
+    lines = [start_line(start, k)]
+    keys = [key for key in ("entropy", "pass@1", "pass@k", "hard_pass@k", "careful_hard") if key in start]
+    if runs:
+        lines.append(f"{'method':12s} {'seeds':>5s} | " + " | ".join(f"{key.replace('pass@k', f'pass@{k}'):>13s}" for key in keys))
+    for method in dict.fromkeys(r["method"] for r in runs):
+        finals = [r["final"] for r in runs if r["method"] == method and r["final"]]
+        if finals:
+            lines.append(f"{method[:12]:12s} {len(finals):5d} | " +
+                         " | ".join(f"{np.mean([f[key] for f in finals]):13.3f}" for key in keys))
+    if comparison:
+        lines.append("paired differences (final held-out; mean, 95% bootstrap interval over seeds, seeds in favour; "
+                     "one seed has no interval: use --seeds 0,1,...,7):")
+    return lines + ["  " + paired_line(c, k) for c in comparison]

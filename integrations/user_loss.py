@@ -1,0 +1,127 @@
+"""Your own policy loss, written as a verl policy loss, trained and checked by nano-aspo.
+
+    python nano_aspo.py --methods grpo,my_loss.py:my_fn     # trains it beside the built-in methods
+    python integrations/check_loss.py my_loss.py:my_fn      # checks its per-token weights
+
+`user_loss("FILE.py:FUNCTION")` imports the function from its file (nothing to install) and returns a loss
+with nano_aspo.policy_loss's signature: policy_loss(spec, ...) calls it, so a loss written for a verl fork
+trains here beside the built-in methods and is weighed by the same per-token weight view (ASPO.md §3): its
+gradient, like theirs, is -(1/N) sum_t A_t w_t grad logp_t for some w_t(r_t, sign A_t). It is called the
+way verl's actor calls a policy loss: keyword arguments, per-token advantages, verl's config names.
+"""
+import functools
+import hashlib
+import importlib.util
+import inspect
+import sys
+from pathlib import Path
+
+import torch
+
+VERL_TENSORS = ("old_log_prob", "log_prob", "advantages", "response_mask")  # verl passes these by keyword
+VERL_OPTIONS = ("loss_agg_mode", "config", "rollout_is_weights")  # and these (the last since verl 0.6.0)
+
+
+class VerlConfig(dict):
+    """The clip settings under verl's actor-config names, readable as verl's own losses read them:
+    config.clip_ratio_low, config["clip_ratio_low"] or config.get("clip_ratio_c", 3.0)."""
+
+    def __getattr__(self, name):
+        try:
+            return self[name]
+        except KeyError:
+            raise AttributeError(name) from None
+
+
+def one_line(e: BaseException) -> str:
+    """An exception as one line: its type and the first line of its message."""
+    first = str(e).strip().splitlines()
+    return f"{type(e).__name__}: {first[0]}" if first else type(e).__name__
+
+
+def verl_params(fn) -> list[str]:
+    """The parameters call_verl_loss passes to fn, by name: verl's four tensors, loss_agg_mode, config and
+    rollout_is_weights where fn takes them, and an all-true mask for any other required parameter named *mask.
+    ValueError naming a parameter that verl's policy-loss call would leave unfilled."""
+    try:
+        params = inspect.signature(fn).parameters
+    except (TypeError, ValueError):
+        raise ValueError("its signature cannot be read") from None
+    takes_any = any(p.kind is p.VAR_KEYWORD for p in params.values())
+    for name in VERL_TENSORS:
+        if name not in params and not takes_any:
+            raise ValueError(f"it does not take {name}, one of the keyword arguments verl passes "
+                             f"({', '.join(VERL_TENSORS + VERL_OPTIONS)})")
+    names = []
+    for name, p in params.items():
+        required = p.default is p.empty and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)
+        if required and p.kind is p.POSITIONAL_ONLY:
+            raise ValueError(f"its parameter {name!r} is positional-only; verl passes everything by keyword")
+        if name in VERL_TENSORS or name in VERL_OPTIONS or (required and name.endswith("mask")):
+            names.append(name)
+        elif required:
+            raise ValueError(f"it requires a parameter {name!r} that verl's policy-loss call does not pass")
+    return names + [n for n in VERL_TENSORS if n not in names]  # the rest go through **kwargs
+
+
+def load_verl_loss(spec: str):
+    """'path/to/file.py:function' -> that function, imported from the file. ValueError (one line) for a
+    missing file or function, something not callable, or a parameter verl would not fill."""
+    path, _, name = spec.rpartition(":")
+    if not path.endswith(".py") or not name:
+        raise ValueError("expected FILE.py:FUNCTION")
+    if not Path(path).is_file():
+        raise ValueError(f"no such file {path}")
+    module_name = "nano_aspo_user_" + hashlib.sha256(str(Path(path).resolve()).encode()).hexdigest()[:12]
+    module_spec = importlib.util.spec_from_file_location(module_name, path)
+    module = importlib.util.module_from_spec(module_spec)
+    sys.modules[module_name] = module  # some code looks its module up while it is imported (dataclasses)
+    try:
+        module_spec.loader.exec_module(module)
+    except Exception as e:
+        del sys.modules[module_name]
+        raise ValueError(f"importing {path} raised {one_line(e)}") from None
+    fn = getattr(module, name, None)
+    if fn is None:
+        raise ValueError(f"{path} has no function {name!r}")
+    if not callable(fn):
+        raise ValueError(f"{name!r} in {path} is not callable")
+    verl_params(fn)
+    return fn
+
+
+def call_verl_loss(fn, logp, old_logp, advantages, mask, eps_low=0.2, eps_high=0.28, clip_c=3.0, **_):
+    """fn called as verl's actor calls a policy loss, returning its scalar loss. fn gets per-token
+    advantages (B, T) (constant along a row, §1), the response mask, loss_agg_mode="token-mean" (§3),
+    config with the clip settings and rollout_is_weights=None (no rollout correction: our sampler and
+    trainer are the same model); its loss is its return value or the first element of it (verl returns
+    (loss, metrics) or, before 0.6.1, a 4-tuple). ValueError, one line, where fn raises, returns no
+    scalar, or returns a loss without a gradient. Keywords fn has no use for (entropy, ...) are dropped."""
+    A = advantages[:, None].expand_as(logp)
+    given = {"old_log_prob": old_logp, "log_prob": logp, "advantages": A.contiguous(), "response_mask": mask,
+             "loss_agg_mode": "token-mean", "rollout_is_weights": None,
+             "config": VerlConfig(clip_ratio=eps_low, clip_ratio_low=eps_low, clip_ratio_high=eps_high,
+                                  clip_ratio_c=clip_c)}
+    all_true = torch.ones_like(mask, dtype=torch.bool)
+    try:
+        out = fn(**{name: given.get(name, all_true) for name in verl_params(fn)})
+    except Exception as e:
+        raise ValueError(f"it raised {one_line(e)}") from e
+    loss = out[0] if isinstance(out, (tuple, list)) and out else out
+    if not isinstance(loss, torch.Tensor) or loss.numel() != 1:
+        what = f"a tensor of shape {tuple(loss.shape)}" if isinstance(loss, torch.Tensor) else type(loss).__name__
+        raise ValueError(f"it returned {what}, not a scalar loss")
+    if logp.requires_grad and not loss.requires_grad:
+        raise ValueError("its loss has no gradient with respect to log_prob")
+    return loss.reshape(())
+
+
+@functools.lru_cache(maxsize=None)  # loaded and tried once per run (failures are not cached)
+def user_loss(spec: str):
+    """The loss of 'FILE.py:FUNCTION' as a function (logp, old_logp, advantages, mask, eps_low, eps_high,
+    clip_c) -> scalar loss, tried once on a one-token batch so that a broken loss stops before pretraining.
+    ValueError (one line) otherwise."""
+    fn = load_verl_loss(spec)
+    logp = torch.zeros(1, 2, requires_grad=True)
+    call_verl_loss(fn, logp, logp.detach(), torch.ones(1), torch.ones(1, 2))
+    return functools.partial(call_verl_loss, fn)
