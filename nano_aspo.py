@@ -37,6 +37,7 @@ import torch
 import torch.nn.functional as F
 
 from experiments.stats import bootstrap_se, paired_comparison, start_line, summary_lines
+from batched import StackedGPT, member_bytes
 from model import GPT, GPTConfig, KVCache, load_checkpoint, save_checkpoint
 from rewards import CAREFUL, CarryProblem, Problem, corrupt, make_problems, random_problem, score, split_of
 
@@ -102,6 +103,10 @@ class Config:
     eval_samples: int = flag(16, "samples per held-out problem (n of the pass@k estimator)")
     k: int = flag(8, "k of pass@k (k <= eval_samples)")
     log_every: int = flag(5, "write a metrics line every this many RL steps")
+    # many runs at once (batched.py)
+    batch_seeds: bool = flag(True, "train every (method, seed) of the run side by side as one batched model; "
+                                   "--no-batch-seeds trains them one after another, each alone (the reference path)")
+    max_members: int = flag(64, "most (method, seed) runs in one batched model; more go in chunks of this many")
 
     @property
     def method_list(self) -> list[str]:
@@ -138,7 +143,7 @@ class Config:
         need(device_ok, "device", f"must be auto, cpu, cuda, cuda:N or mps (got {self.device!r})")
         need(self.steps >= 0, "steps", f"must be >= 0 (got {self.steps}; 0 evaluates the start only)")
         ranges = {"at least 1": (lambda v: v >= 1, "digits n_layer n_head n_embd pretrain_steps pretrain_batch "
-                  "curve_problems prompts minibatches epochs eval_every eval_problems eval_samples log_every train_problems"),
+                  "max_members curve_problems prompts minibatches epochs eval_every eval_problems eval_samples log_every train_problems"),
                   "at least 2": (lambda v: v >= 2, "operands group"),  # a group of one has no advantage
                   "> 0": (lambda v: v > 0, "temperature lr pretrain_lr grad_clip"),
                   "in [0, 1)": (lambda v: 0 <= v < 1, "teacher_noise careful_noise"),
@@ -233,10 +238,23 @@ class Rollout:
     logp: torch.Tensor         # (B, T) fp32 log-prob of each sampled token under the sampling policy
     entropy: torch.Tensor      # (B, T) fp32 entropy of the sampling distribution at each step
 
+    def member(self, s: int, S: int) -> "Rollout":
+        """Member s's rows of a batched model's rollout (its rows are the s-th of S equal member-major parts)."""
+        return Rollout(*(getattr(self, f.name).chunk(S)[s] for f in dataclasses.fields(self)))
+
+
+def draw(probs: torch.Tensor, generator) -> torch.Tensor:
+    """One token per row of probs (b, V). With one generator per member of a batched model (a list, see
+    batched.py), each member's rows (member-major) draw from its own stream, as they would alone."""
+    if isinstance(generator, torch.Generator):
+        generator = [generator]
+    parts = probs.chunk(len(generator))
+    return torch.cat([torch.multinomial(p, 1, generator=g) for p, g in zip(parts, generator)]).squeeze(1)
+
 
 @torch.no_grad()
 def sample(model: GPT, prompts: list[list[int]], max_new_tokens: int, temperature: float,
-           generator: torch.Generator, use_cache: bool = True) -> Rollout:
+           generator, use_cache: bool = True) -> Rollout:
     """Sample one completion per prompt row (repeat a prompt G times for a group).
 
     Rows are bucketed by prompt length so that no prompt needs padding; each bucket is one batch
@@ -260,7 +278,7 @@ def sample(model: GPT, prompts: list[list[int]], max_new_tokens: int, temperatur
         alive = torch.ones(len(rows), dtype=torch.bool, device=device)
         for t in range(max_new_tokens):
             logp_all = F.log_softmax(logits.float() / temperature, dim=-1)  # (b, V)
-            tok = torch.multinomial(logp_all.exp(), 1, generator=generator).squeeze(1)
+            tok = draw(logp_all.exp(), generator)
             tokens[rows, t] = torch.where(alive, tok, PAD)
             mask[rows, t] = alive.float()
             logps[rows, t] = logp_all.gather(1, tok[:, None]).squeeze(1) * alive
@@ -309,8 +327,10 @@ def group_advantages(rewards: torch.Tensor, use_std: bool = True) -> torch.Tenso
 #   aspo-hardneg  A > 0 as aspo;  A < 0 as grpo (hard dual-clip): separates the flip from the soft negative clip (§5)
 def policy_loss(method: str, logp: torch.Tensor, old_logp: torch.Tensor, advantages: torch.Tensor,
                 mask: torch.Tensor, eps_low: float = 0.2, eps_high: float = 0.28, clip_c: float = 3.0):
-    """logp, old_logp, mask: (B, T); advantages: (B,). Returns (token-mean loss, metrics dict)."""
-    A = advantages[:, None].expand_as(logp)  # (B, T): every token of a completion shares its advantage
+    """logp, old_logp, mask: (B, T); advantages: (B,). Returns (token-mean loss, metrics dict).
+    With a leading member dimension (S, B, T) and (S, B) (batched.py) each member gets its own token
+    mean: the loss is then (S,), one per member, and each metric a list over members."""
+    A = advantages[..., None].expand_as(logp)  # (B, T): every token of a completion shares its advantage
     ratio = (logp - old_logp).clamp(-20.0, 20.0).exp()  # r_t of §2, log-ratio clamped as the reference does
     pos, neg = A > 0, A < 0
     # PPO-clip with clip-higher (§4): min(r A, clip(r) A), written as a max over losses
@@ -338,7 +358,7 @@ def policy_loss(method: str, logp: torch.Tensor, old_logp: torch.Tensor, advanta
     elif method == "posmean":
         # §9's ladder step: each positive completion's tokens get its mean ratio rbar (no gradient
         # through rbar) where grpo's token clip lets them through; negatives exactly as grpo
-        rbar = ((ratio * mask).sum(1, keepdim=True) / mask.sum(1, keepdim=True).clamp(min=1)).detach()  # (B, 1)
+        rbar = ((ratio * mask).sum(-1, keepdim=True) / mask.sum(-1, keepdim=True).clamp(min=1)).detach()  # (B, 1)
         per_token = torch.where(pos, -A * rbar * unit * (ratio <= 1 + eps_high), grpo)
     elif ".py:" in method:  # a user's verl-style loss (--methods FILE.py:FUNCTION): integrations/user_loss.py
         from integrations.user_loss import user_loss
@@ -346,8 +366,8 @@ def policy_loss(method: str, logp: torch.Tensor, old_logp: torch.Tensor, advanta
         return loss, ratio_metrics(ratio.detach(), A, mask, eps_low, eps_high, clip_c)
     else:
         raise ValueError(f"unknown method {method!r}; expected one of {', '.join(METHODS)} or FILE.py:FUNCTION")
-    n_valid = mask.sum().clamp(min=1)
-    loss = (per_token * mask).sum() / n_valid
+    n_valid = mask.sum((-2, -1)).clamp(min=1)
+    loss = (per_token * mask).sum((-2, -1)) / n_valid
     return loss, ratio_metrics(ratio.detach(), A, mask, eps_low, eps_high, clip_c)
 
 
@@ -356,21 +376,23 @@ def ratio_metrics(ratio, A, mask, eps_low, eps_high, clip_c) -> dict:
     """Clip fractions (low, high, dual) and ratio statistics, split by the sign of the advantage (§7).
     'dual' is r > c for A < 0 (grpo's weight is 0 there, aspo's is c) and r < 1/c for A > 0 (grpo's
     weight is r < 1/c there, aspo's is c): the soft dual-clip of §5. 'below1' is r < 1, where the flip
-    1/r and grpo's r differ in direction."""
-    valid = mask > 0
-    m = {"abs_log_ratio": (ratio[valid].log().abs().mean().item() if valid.any() else 0.0)}
+    1/r and grpo's r differ in direction. Over the last two dimensions (B, T): a float each, or a list
+    over members; a sign with no token in the batch is left out (nan for that member)."""
+    dims, valid = (-2, -1), mask > 0
+    m = {"abs_log_ratio": torch.where(valid, ratio.log().abs(), 0).sum(dims) / valid.sum(dims).clamp(min=1)}
     for name, sign in (("pos", A > 0), ("neg", A < 0)):
-        r = ratio[valid & sign]
-        if r.numel() == 0:
+        tokens = valid & sign
+        n = tokens.sum(dims)
+        if not n.any():
             continue
-        dual = r < 1 / clip_c if name == "pos" else r > clip_c
-        m.update({f"clip_low_{name}": (r < 1 - eps_low).float().mean().item(),
-                  f"clip_high_{name}": (r > 1 + eps_high).float().mean().item(),
-                  f"clip_dual_{name}": dual.float().mean().item(),
-                  f"below1_{name}": (r < 1).float().mean().item(),
-                  f"ratio_min_{name}": r.min().item(), f"ratio_mean_{name}": r.mean().item(),
-                  f"ratio_max_{name}": r.max().item()})
-    return m
+        share = lambda hit: (hit & tokens).sum(dims) / n  # 0/0 = nan for a member without such tokens
+        m.update({f"clip_low_{name}": share(ratio < 1 - eps_low), f"clip_high_{name}": share(ratio > 1 + eps_high),
+                  f"clip_dual_{name}": share(ratio < 1 / clip_c if name == "pos" else ratio > clip_c),
+                  f"below1_{name}": share(ratio < 1),
+                  f"ratio_min_{name}": torch.where(tokens, ratio, math.inf).amin(dims).where(n > 0, math.nan),
+                  f"ratio_mean_{name}": torch.where(tokens, ratio, 0).sum(dims) / n,
+                  f"ratio_max_{name}": torch.where(tokens, ratio, -math.inf).amax(dims).where(n > 0, math.nan)})
+    return {key: v.tolist() for key, v in m.items()}
 
 
 def token_weights(method: str, logp: torch.Tensor, old_logp: torch.Tensor, advantages: torch.Tensor,
@@ -540,14 +562,24 @@ def group_stats(rewards: torch.Tensor, roll: Rollout, texts: list[str], n: int) 
 
 
 @torch.no_grad()
-def evaluate(model, problems, cfg: Config, seed: int, show: int = 0) -> dict:
+def evaluate(model, problems, cfg: Config, seed, show: int = 0):
     """Held-out metrics with a fixed sampling seed, so two methods are compared on equal draws: pass@1
     and pass@k (unbiased, with bootstrap standard errors over problems), distinct correct answers among
     the first k samples (answer-level diversity, §7), and the same on hard problems (those with a
-    carry, where only the careful strategy is right) with the careful share there."""
-    gen = torch.Generator(device=next(model.parameters()).device).manual_seed(seed)
+    carry, where only the careful strategy is right) with the careful share there. A batched model's
+    members (batched.py) are evaluated at once, each with its own seed: seed a list, a dict per member."""
+    seeds = [seed] if isinstance(seed, int) else seed
+    gens = [torch.Generator(device=next(model.parameters()).device).manual_seed(s) for s in seeds]
+    n, P = cfg.eval_samples, len(problems)
+    rewards, roll, texts = rollout_and_score(model, problems * len(seeds), n, cfg, gens)
+    out = [held_out_metrics(problems, rewards[i * P:(i + 1) * P], roll.member(i, len(seeds)),
+                            texts[i * P * n:(i + 1) * P * n], cfg, s, show) for i, s in enumerate(seeds)]
+    return out[0] if isinstance(seed, int) else out
+
+
+def held_out_metrics(problems, rewards, roll: Rollout, texts: list[str], cfg: Config, seed: int, show: int) -> dict:
+    """evaluate's numbers for one policy's samples: rewards (P, n), its Rollout and texts (P * n)."""
     n, k = cfg.eval_samples, cfg.k
-    rewards, roll, texts = rollout_and_score(model, problems, n, cfg, gen)
     m = {f"eval_{key}": v for key, v in group_stats(rewards, roll, texts, n).items()}
     correct = rewards.sum(dim=1).long().tolist()
     per = {"pass@1": [pass_at_k(n, c, 1) for c in correct], f"pass@{k}": [pass_at_k(n, c, k) for c in correct]}
@@ -591,54 +623,72 @@ def logp_adv_covariance(logp: torch.Tensor, advantages: torch.Tensor, mask: torc
 
 
 # %% --- the RL loop -----------------------------------------------------------------------------------
-class NonFiniteLoss(RuntimeError):
-    pass
-
-
-def rl_step(model, optimizer, batch_problems, cfg: Config, method: str, gen: torch.Generator) -> tuple[dict, dict]:
+def rl_step(model, optimizer, batches: list, cfg: Config, methods: list[str], gens: list) -> tuple[list[dict], dict]:
     """One rollout batch and mu = minibatches x epochs optimizer steps on it. Returns (metrics, timings).
 
     Why mu > 1 matters: the first minibatch is on-policy (r = 1, every method gives the same
     gradient, §2); only from the second update on does pi_theta differ from pi_old, r moves, and the
     methods' weights w(r) differ (§3-§5). mu is how far off-policy each batch is trained.
+
+    `model` holds S policies (batched.py's StackedGPT; S = 1 is the plain one-policy step), each with
+    its own prompts batches[s], method methods[s] and sampling stream gens[s]. Their rows are
+    member-major, so every (S*B, ...) tensor is viewed as (S, B, ...) and the loss is the sum of the
+    members' own token means: each member's gradient is its own. Returns one metrics dict per member;
+    a member whose loss turns non-finite gets "error" and no update from then on (its grads are zeroed).
     """
-    t0 = time.time()
+    S, t0 = len(methods), time.time()
     model.eval()
-    rewards, roll, texts = rollout_and_score(model, batch_problems, cfg.group, cfg, gen)
-    adv = group_advantages(rewards, cfg.adv_std).flatten()  # (B,)
-    B = adv.numel()
+    rewards, roll, texts = rollout_and_score(model, [p for batch in batches for p in batch], cfg.group, cfg, gens)
+    adv = group_advantages(rewards, cfg.adv_std).view(S, -1)  # (S, B): each member's groups are its own
+    B, device = adv.size(1), adv.device
     with torch.no_grad():
         # old_logp: the same model state, precision (fp32) and temperature that sampled, through the
         # training path. The sampler's own log-probs agree to ~1e-5 (cached vs uncached kernels sum in
         # a different order); recomputing makes the first minibatch's ratio 1 up to rounding, as in verl.
-        old_logp = token_logps(model, roll, torch.arange(B, device=adv.device), cfg.temperature)
+        old_logp = token_logps(model, roll, torch.arange(S * B, device=device), cfg.temperature).view(S, B, -1)
     t1 = time.time()
-    metrics = group_stats(rewards, roll, texts, cfg.group)
-    metrics["sampler_mismatch"] = ((old_logp - roll.logp).abs() * roll.mask).max().item()
-    metrics.update(logp_adv_covariance(old_logp, adv, roll.mask))
-    sums, last = {}, {}
+    mask, P = roll.mask.view(S, B, -1), len(batches[0])
+    metrics = []
+    for s in range(S):
+        member = roll.member(s, S)
+        m = group_stats(rewards[s * P:(s + 1) * P], member, texts[s * B:(s + 1) * B], cfg.group)
+        m["sampler_mismatch"] = ((old_logp[s] - member.logp).abs() * mask[s]).max().item()
+        metrics.append(m | logp_adv_covariance(old_logp[s], adv[s], mask[s]))
+    updates, failed = [[] for _ in range(S)], torch.zeros(S, dtype=torch.bool, device=device)
+    offsets = torch.arange(S, device=device)[:, None] * B  # (S, 1): member s's rows start at s * B
     model.train()
     for epoch in range(cfg.epochs):
-        perm = torch.randperm(B, generator=gen, device=gen.device).to(adv.device)
-        for i, rows in enumerate(perm.tensor_split(cfg.minibatches)):  # exactly `minibatches` pieces
-            logp = token_logps(model, roll, rows, cfg.temperature)
-            mask = roll.mask[rows]
+        perm = torch.stack([torch.randperm(B, generator=g, device=g.device) for g in gens]).to(device)  # (S, B)
+        for i, cols in enumerate(perm.tensor_split(cfg.minibatches, dim=1)):  # exactly `minibatches` pieces
+            logp = token_logps(model, roll, (cols + offsets).flatten(), cfg.temperature).view(S, cols.size(1), -1)
+            rows = lambda x: x.gather(1, cols.view(S, -1, *[1] * (x.dim() - 2)).expand(-1, -1, *x.shape[2:]))
+            old, msk, a = rows(old_logp), rows(mask), rows(adv)  # (S, b, T), (S, b, T), (S, b)
             if epoch == 0 and i == 0:
                 # no update has happened yet, so pi_theta == pi_old and every ratio is 1 up to rounding (§2)
-                drift = ((logp - old_logp[rows]).abs() * mask).max().item()
+                drift = ((logp - old).abs() * msk).max().item()
                 assert drift < 1e-5, f"first minibatch is not on-policy: max |log r| = {drift:.2e}"
-            loss, m = policy_loss(method, logp, old_logp[rows], adv[rows], mask, cfg.eps_low, cfg.eps_high, cfg.clip_c)
-            if not torch.isfinite(loss):
-                raise NonFiniteLoss(f"non-finite loss ({loss.item()}) at minibatch {i} of epoch {epoch}")
+            losses, member_metrics = torch.zeros(S, device=device), [{} for _ in range(S)]
+            for method in dict.fromkeys(methods):  # the members of each method in one call
+                idx = [s for s in range(S) if methods[s] == method]
+                loss, m = policy_loss(method, logp[idx], old[idx], a[idx], msk[idx], cfg.eps_low, cfg.eps_high, cfg.clip_c)
+                losses = losses.index_put((torch.tensor(idx, device=device),), loss)
+                for j, s in enumerate(idx):
+                    member_metrics[s] = {key: v[j] for key, v in m.items() if not math.isnan(v[j])}
+            for s in (~torch.isfinite(losses) & ~failed).nonzero().flatten().tolist():
+                metrics[s]["error"] = f"non-finite loss ({losses[s].item()}) at minibatch {i} of epoch {epoch}"
+            failed |= ~torch.isfinite(losses)
             optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            m["grad_norm"] = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip).item()
+            losses.where(~failed, 0.0).sum().backward()
+            for p in model.parameters():  # a failed member learns nothing more (its gradient may be nan)
+                p.grad[failed] = 0.0
+            grad_norms = model.clip_grad_norm_(cfg.grad_clip).tolist()
             optimizer.step()
-            for key, v in m.items():
-                sums.setdefault(key, []).append(v)
-            last = m
-    metrics.update({key: sum(v) / len(v) for key, v in sums.items()})  # mean over the mu updates
-    metrics.update({f"last_{key}": last[key] for key in ("abs_log_ratio", "below1_pos", "clip_dual_pos") if key in last})
+            for s in range(S):
+                updates[s].append(member_metrics[s] | {"grad_norm": grad_norms[s]})
+    for m, ups in zip(metrics, updates):
+        keys = dict.fromkeys(key for u in ups for key in u)
+        m.update({key: mean([u[key] for u in ups if key in u]) for key in keys})  # mean over the mu updates
+        m.update({f"last_{key}": ups[-1][key] for key in ("abs_log_ratio", "below1_pos", "clip_dual_pos") if key in ups[-1]})
     return metrics, {"rollout_s": t1 - t0, "update_s": time.time() - t1}
 
 
@@ -671,46 +721,78 @@ def show_samples(method, samples):
         print(f"      {method:4s} {problem.prompt}{problem.answer:<8s} -> {marks}")
 
 
-def train_rl(base_state, cfg: Config, method: str, seed: int, device, train_pool, test_set, start: dict,
-             log_file) -> dict:
-    """One RL run from the pretrained state. Returns its summary entry (and writes metrics lines)."""
-    model = GPT(model_config(cfg)).to(device)
-    model.load_state_dict(base_state)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=0.0)
-    prompt_rng = random.Random(seed)  # same prompt stream for every method of this seed: paired runs
-    gen = torch.Generator(device=device)
-    timings = {"rollout_s": 0.0, "update_s": 0.0, "eval_s": 0.0}
-    run = {"method": method, "seed": seed, "initial": start, "final": None}
+EVAL_ROWS = 65_536  # sampled rows per evaluation batch: a batched model's members are evaluated in chunks
+
+
+def evaluate_members(model: StackedGPT, problems, cfg: Config, seeds: list[int], show: int) -> list[dict]:
+    """evaluate() for every member of a batched model, a chunk of members at a time (bounded memory)."""
+    chunk = max(1, EVAL_ROWS // (len(problems) * cfg.eval_samples))
+    if model.n_members <= chunk:
+        return evaluate(model, problems, cfg, seeds, show)
+    out = []
+    for first in range(0, model.n_members, chunk):
+        members = range(first, min(first + chunk, model.n_members))
+        part = StackedGPT(model.config, [model.member_state_dict(s) for s in members])
+        out += evaluate(part, problems, cfg, [seeds[s] for s in members], show)
+    return out
+
+
+def train_rl(base_state, cfg: Config, pairs: list[tuple[str, int]], device, train_pool, test_set, start: dict,
+             log_file) -> list[dict]:
+    """RL runs of (method, seed) pairs from the pretrained state, trained side by side as one batched model
+    (batched.py; one pair is the plain run). Returns their summary entries (and writes metrics lines)."""
+    S, methods = len(pairs), [method for method, _ in pairs]
+    model = StackedGPT(model_config(cfg), [base_state] * S)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=0.0)  # per element: S optimizers
+    prompt_rngs = [random.Random(seed) for _, seed in pairs]  # same prompt stream for every method of a seed: paired
+    gens = [torch.Generator(device=device) for _ in pairs]
+    timings = {"rollout_s": 0.0, "update_s": 0.0, "eval_s": 0.0, "members": S}  # of the whole batch
+    runs = [{"method": method, "seed": seed, "initial": start, "final": None, "timings": timings} for method, seed in pairs]
     for step in range(1, cfg.steps + 1):
-        gen.manual_seed(sampling_seed(seed, step))
-        batch = prompt_rng.sample(train_pool, cfg.prompts)
-        try:
-            m, t = rl_step(model, optimizer, batch, cfg, method, gen)
-        except NonFiniteLoss as e:
-            run["error"] = f"{method} seed {seed}: {e} at step {step}; metrics so far are in {log_file.name}"
-            print(f"error: {run['error']}", file=sys.stderr)
-            break
+        for gen, (_, seed) in zip(gens, pairs):
+            gen.manual_seed(sampling_seed(seed, step))
+        batches = [rng.sample(train_pool, cfg.prompts) for rng in prompt_rngs]
+        ms, t = rl_step(model, optimizer, batches, cfg, methods, gens)
         for key, v in t.items():
             timings[key] += v
+        for run, m in zip(runs, ms):
+            if "error" in m and "error" not in run:  # only this run stops; the others go on
+                run["error"] = f"{run['method']} seed {run['seed']}: {m['error']} at step {step}; metrics so far are in {log_file.name}"
+                print(f"error: {run['error']}", file=sys.stderr)
         if step % cfg.eval_every == 0 or step == cfg.steps:
             t0 = time.time()
             problems = test_set if step == cfg.steps else test_set[:cfg.curve_problems]
-            ev = evaluate(model, problems, cfg, seed=eval_seed(seed), show=0 if cfg.quiet else 3)
+            evs = evaluate_members(model, problems, cfg, [eval_seed(seed) for _, seed in pairs], 0 if cfg.quiet else 3)
             timings["eval_s"] += time.time() - t0
-            m.update(ev, eval_problems=len(problems))
-            if step == cfg.steps:
-                run["final"] = held_out_numbers(ev, cfg.k, len(problems))
-        if step % cfg.log_every == 0 or step == cfg.steps or "samples" in m:
+            for run, m, ev in zip(runs, ms, evs):
+                m.update(ev, eval_problems=len(problems))
+                if step == cfg.steps and "error" not in run:
+                    run["final"] = held_out_numbers(ev, cfg.k, len(problems))
+        for run, m in zip(runs, ms):
+            if "error" in run or not (step % cfg.log_every == 0 or step == cfg.steps or "samples" in m):
+                continue
             samples = m.pop("samples", [])
-            print(console_line(method, seed, step, m, cfg.k))
-            show_samples(method, samples)
-            log_file.write(json.dumps({"method": method, "seed": seed, "step": step, **m}) + "\n")
-            log_file.flush()
-    run["timings"] = timings
-    return run
+            print(console_line(run["method"], run["seed"], step, m, cfg.k))
+            show_samples(run["method"], samples)
+            log_file.write(json.dumps({"method": run["method"], "seed": run["seed"], "step": step, **m}) + "\n")
+        log_file.flush()
+        if all("error" in run for run in runs):
+            break
+    return runs
 
 
 # %% --- main: every method from the same checkpoint on the same seeds (paired, §10) ------------------
+def free_memory(device) -> int:
+    """Bytes free for the batched model: the GPU's free memory, or the machine's available memory."""
+    if device.type == "cuda":
+        return torch.cuda.mem_get_info(device)[0]
+    try:
+        with open("/proc/meminfo") as f:
+            return next(int(line.split()[1]) * 1024 for line in f if line.startswith("MemAvailable:"))
+    except (OSError, StopIteration):  # not Linux: no estimate, so no check
+        return 2 ** 62
+
+
 def fail(message: str, status: int = 2) -> int:
     print(f"nano_aspo.py: error: {message}", file=sys.stderr)
     return status
@@ -748,17 +830,24 @@ def main(argv=None) -> int:
     print(start_line(start, cfg.k))
     show_samples("init", initial.pop("samples"))
     base_state = {k: v.clone() for k, v in model.state_dict().items()}
+    pairs = [(method, seed) for seed in (cfg.seed_list if cfg.steps > 0 else []) for method in cfg.method_list]
+    size = min(cfg.max_members, len(pairs)) if cfg.batch_seeds else 1  # members per batched model
+    need, have = size * member_bytes(model_config(cfg), cfg.prompts * cfg.group, block_size(cfg)), free_memory(device)
+    if pairs and need > have:
+        return fail(f"--max-members {size}: {size} members need about {need / 2**30:.1f} GiB, {have / 2**30:.1f} GiB "
+                    "are free; lower --max-members (the runs then go in chunks)")
     runs, status = [], 0
     with open(out / "metrics.jsonl", "w") as log_file:
         try:
-            for seed in cfg.seed_list if cfg.steps > 0 else []:
-                for method in cfg.method_list:
-                    log_file.write(json.dumps({"method": method, "seed": seed, "step": 0, **initial,
-                                               "eval_problems": len(test_set)}) + "\n")
-                    run = train_rl(base_state, cfg, method, seed, device, train_pool, test_set, start, log_file)
+            for method, seed in pairs:
+                log_file.write(json.dumps({"method": method, "seed": seed, "step": 0, **initial,
+                                           "eval_problems": len(test_set)}) + "\n")
+            for first in range(0, len(pairs), size):
+                chunk = train_rl(base_state, cfg, pairs[first:first + size], device, train_pool, test_set, start, log_file)
+                for run in chunk:
                     run["timings"]["initial_eval_s"] = init_s
-                    runs.append(run)
-                    status |= "error" in run
+                runs += chunk
+            status = int(any("error" in run for run in runs))
         except KeyboardInterrupt:
             print(f"\ninterrupted: metrics so far are in {out / 'metrics.jsonl'}", file=sys.stderr)
             status = 130
