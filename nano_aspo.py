@@ -39,7 +39,7 @@ import torch.nn.functional as F
 from experiments.stats import bootstrap_se, paired_comparison, start_line, summary_lines
 from batched import StackedGPT, member_bytes
 from model import GPT, GPTConfig, KVCache, load_checkpoint, save_checkpoint
-from rewards import CAREFUL, CarryProblem, Problem, corrupt, make_problems, random_problem, score, split_of
+from rewards import CAREFUL, SHORTCUT, CarryProblem, Problem, corrupt, make_problems, random_problem, score, split_of
 
 METHODS = ("grpo", "aspo", "nois", "posmean", "aspo-hardneg")
 
@@ -598,6 +598,25 @@ def held_out_metrics(problems, rewards, roll: Rollout, texts: list[str], cfg: Co
     return m
 
 
+@torch.no_grad()
+def strategy_accuracy(model, problems, cfg: Config, seed: int) -> dict:
+    """How well each strategy is known, apart from how often it is chosen: the marker is given (the
+    completion starts with "c" or "n") and the rest sampled, eval_samples times per problem; the share
+    right on easy and on hard problems. The teacher's noise allows 1 - careful_noise for c everywhere,
+    1 - teacher_noise for n on easy problems and 0 on hard ones."""
+    gen = torch.Generator(device=next(model.parameters()).device).manual_seed(seed)
+    out = {}
+    for name, marker in (("careful", CAREFUL), ("shortcut", SHORTCUT)):
+        prompts = [prompt_ids(p) + encode(marker) for p in problems for _ in range(cfg.eval_samples)]
+        roll = sample(model, prompts, max_new_tokens(cfg) - 1, cfg.temperature, gen)
+        right = [score(problems[i // cfg.eval_samples], marker + completion_text(row))
+                 for i, row in enumerate(roll.tokens.tolist())]
+        for kind, easy in (("easy", True), ("hard", False)):
+            hits = [x for i, x in enumerate(right) if problems[i // cfg.eval_samples].easy == easy]
+            out[f"{name}_acc_{kind}"] = mean(hits)
+    return out
+
+
 def held_out_numbers(m: dict, k: int, n_problems: int) -> dict:
     """The evaluation's numbers as summary.json keeps them for the start and the end of each run: the
     eval_ prefix dropped and pass@k stored as "pass@k" whatever k is, so runs with another k compare."""
@@ -826,12 +845,12 @@ def main(argv=None) -> int:
     # the start: every run of every seed begins here, so its held-out numbers are measured once
     initial = evaluate(model, test_set, cfg, seed=1, show=0 if cfg.quiet else 3)
     init_s = time.time() - t0
-    start = held_out_numbers(initial, cfg.k, len(test_set))
+    start = held_out_numbers(initial, cfg.k, len(test_set)) | strategy_accuracy(model, test_set, cfg, seed=2)
     print(start_line(start, cfg.k))
     show_samples("init", initial.pop("samples"))
     base_state = {k: v.clone() for k, v in model.state_dict().items()}
     pairs = [(method, seed) for seed in (cfg.seed_list if cfg.steps > 0 else []) for method in cfg.method_list]
-    size = min(cfg.max_members, len(pairs)) if cfg.batch_seeds else 1  # members per batched model
+    size = max(1, min(cfg.max_members, len(pairs))) if cfg.batch_seeds else 1  # members per batched model
     need, have = size * member_bytes(model_config(cfg), cfg.prompts * cfg.group, block_size(cfg)), free_memory(device)
     if pairs and need > have:
         return fail(f"--max-members {size}: {size} members need about {need / 2**30:.1f} GiB, {have / 2**30:.1f} GiB "

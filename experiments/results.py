@@ -1,5 +1,6 @@
 """Reading what nano_aspo.py wrote: its metrics.jsonl files, and the result trees of runs.py's suites
-(<suite>/<method>@<lr>/s<seed>/), for the report (runs.py) and the figures (plot.py)."""
+(<suite>/lr<lr>/ for a batch of runs, <suite>/<method>@<lr>/s<seed>/ for one), for the report (runs.py)
+and the figures (plot.py)."""
 import json
 from pathlib import Path
 
@@ -22,7 +23,7 @@ def load_suite(folder: Path) -> list[dict]:
     """Every finished run below `folder`: its summary entry, labelled "<method>@<lr>", with the held-out
     path (the evaluations' rows of its metrics.jsonl, step 0 included)."""
     runs = []
-    for summary_path in sorted(Path(folder).glob("*/s*/summary.json")):
+    for summary_path in sorted(Path(folder).glob("**/summary.json")):  # one run per folder, or a batch of runs
         summary = json.loads(summary_path.read_text())
         rows = read_metrics([summary_path.parent / "metrics.jsonl"])
         for run in summary["runs"]:

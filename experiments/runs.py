@@ -9,9 +9,11 @@ CPU best).
     python experiments/runs.py report      # the tables of whatever has finished (also written to <root>/report.md)
     python experiments/runs.py tradeoff --seeds 100,101 --root experiments/runs-dev -- --steps 50   # dev seeds, any nano_aspo flag after --
 
-Every run is `python nano_aspo.py --quiet --seeds S --methods M --lr LR --out-dir <root>/<suite>/<M>@<LR>/s<S>`
-with one shared pretrained checkpoint (<root>/ckpt), so the methods are paired: same start, same
-prompts and evaluation draws per seed (§10). How the results are judged is written in experiments/README.md.
+Every learning rate of a suite is one `python nano_aspo.py --quiet --seeds S,... --methods M,... --lr LR --out-dir
+<root>/<suite>/lr<LR>`, which trains its runs side by side as one batched model, from one shared pretrained
+checkpoint (<root>/ckpt), so the methods are paired: same start, same prompts and evaluation draws per
+seed (§10). (The reported runs of phase 4 were one process per run, in <suite>/<method>@<lr>/s<seed>/;
+the report reads both.) How the results are judged is written in experiments/README.md.
 """
 import argparse
 import json
@@ -67,13 +69,15 @@ def run_all(jobs: list[tuple[list[str], Path, int]], parallel: int):
 
 
 def rl_jobs(suite: str, methods, fractions, lr0: float, args, extra) -> list:
+    """One process per learning rate, training all its (method, seed) runs as one batched model
+    (nano_aspo.py's batched path), into <root>/<suite>/lr<lr>/."""
     ckpt = args.root / "ckpt"
     # pretrain once before the parallel runs, so they all load the same checkpoint
     # (the suite's own flags come last: they win over the same flags after --)
     run_all([([*extra, "--steps", "0", "--ckpt-dir", str(ckpt)], args.root / "ckpt-start", 1)], 1)
-    return [([*extra, "--seeds", str(seed), "--methods", method, "--ckpt-dir", str(ckpt), "--lr", f"{lr0 / f:g}"],
-             args.root / suite / f"{method}@{lr0 / f:g}" / f"s{seed}", 1)
-            for seed in args.seeds for f in fractions for method in methods]
+    seeds = ",".join(map(str, args.seeds))
+    return [([*extra, "--seeds", seeds, "--methods", ",".join(methods), "--ckpt-dir", str(ckpt), "--lr", f"{lr0 / f:g}"],
+             args.root / suite / f"lr{lr0 / f:g}", 1) for f in fractions]
 
 
 def start_jobs(args, extra, threads: int) -> list:

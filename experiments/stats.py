@@ -92,9 +92,15 @@ def frontier_gap(runs: list[dict], methods: list[str], baselines: list[str], x: 
 
 
 def start_line(start: dict, k: int) -> str:
-    """The start's held-out numbers (summary.json's "start") on one line."""
-    return (f"start (held-out, {start['n_problems']} problems): pass@1 {start['pass@1']:.3f} +- {start['pass@1_se']:.3f}  "
+    """The start's held-out numbers (summary.json's "start") on one line, and on a second line how often
+    the careful strategy is chosen on hard problems and how well each strategy is known (marker given)."""
+    line = (f"start (held-out, {start['n_problems']} problems): pass@1 {start['pass@1']:.3f} +- {start['pass@1_se']:.3f}  "
             f"pass@{k} {start['pass@k']:.3f} +- {start['pass@k_se']:.3f}  entropy {start['entropy']:.3f}")
+    if "careful_acc_hard" in start:
+        line += (f"\n  hard pass@{k} {start['hard_pass@k']:.3f}  careful share (hard) {start['careful_hard']:.3f}  "
+                 f"careful right on easy {start['careful_acc_easy']:.3f}, hard {start['careful_acc_hard']:.3f}  "
+                 f"shortcut right on easy {start['shortcut_acc_easy']:.3f}, hard {start['shortcut_acc_hard']:.3f}")
+    return line
 
 
 def summary_lines(start: dict, runs: list[dict], comparison: list[dict], k: int) -> list[str]:
