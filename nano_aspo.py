@@ -40,7 +40,10 @@ from experiments.stats import bootstrap_se, paired_comparison, start_line, summa
 from model import GPT, GPTConfig, KVCache, load_checkpoint, save_checkpoint
 from rewards import CAREFUL, CarryProblem, Problem, corrupt, make_problems, random_problem, score, split_of
 
-METHODS = ("grpo", "aspo", "nois", "posmean", "aspo-hardneg")
+# the shipped loss taken apart (§5), one change per rung: grpo -> grpo-ent (entropy-split clip) ->
+# grpo-ent-softneg (soft negative dual-clip) -> aspo-ref (the flip); these three need the per-token entropy
+ENTROPY_METHODS = ("grpo-ent", "grpo-ent-softneg", "aspo-ref")
+METHODS = ("grpo", "aspo", "nois", "posmean", "aspo-hardneg") + ENTROPY_METHODS
 
 
 # %% --- config: one dataclass, filled by argparse; the defaults are the demo ---------------------
@@ -94,6 +97,8 @@ class Config:
     eps_low: float = flag(0.2, "lower clip range: ratios below 1 - eps_low are clipped (§4)")
     eps_high: float = flag(0.28, "upper clip range (clip-higher): ratios above 1 + eps_high are clipped (§4)")
     clip_c: float = flag(3.0, "dual-clip constant c (§4 hard, §5 soft)")
+    kl_coef: float = flag(0.0, "beta of the k3 KL loss to the start policy, added to every method's loss (§5: the "
+                               "shipped loss uses 0.001); 0, the default comparison, has no KL term")
     # evaluation
     eval_every: int = flag(20, "evaluate on held-out problems every this many RL steps")
     eval_problems: int = flag(500, "held-out problems of the start and final evaluations")
@@ -140,7 +145,7 @@ class Config:
         ranges = {"at least 1": (lambda v: v >= 1, "digits n_layer n_head n_embd pretrain_steps pretrain_batch "
                   "curve_problems prompts minibatches epochs eval_every eval_problems eval_samples log_every train_problems"),
                   "at least 2": (lambda v: v >= 2, "operands group"),  # a group of one has no advantage
-                  "> 0": (lambda v: v > 0, "temperature lr pretrain_lr grad_clip"),
+                  "> 0": (lambda v: v > 0, "temperature lr pretrain_lr grad_clip"), ">= 0": (lambda v: v >= 0, "kl_coef"),
                   "in [0, 1)": (lambda v: 0 <= v < 1, "teacher_noise careful_noise"),
                   "in [0, 1]": (lambda v: 0 <= v <= 1, "careful_share easy_share eval_easy_share"),
                   "in (0, 1)": (lambda v: 0 < v < 1, "eps_low eps_high"), "> 1": (lambda v: v > 1, "clip_c")}
@@ -307,9 +312,35 @@ def group_advantages(rewards: torch.Tensor, use_std: bool = True) -> torch.Tenso
 #   nois    1 where grpo's weight is r, else 0        (the ASPO paper's "no IS" ablation)
 #   posmean rbar (mean r of the completion) where r <= 1+eps_high, else 0;  A < 0 as grpo   (paper's ladder, §9)
 #   aspo-hardneg  A > 0 as aspo;  A < 0 as grpo (hard dual-clip): separates the flip from the soft negative clip (§5)
+# The shipped loss taken apart (§5), each rung one change, eps per token by entropy_split_eps (0.4 on high entropy):
+#   grpo-ent          as grpo with the per-token eps
+#   grpo-ent-softneg  A > 0 as grpo-ent;  A < 0 as aspo (c above c) with the per-token eps
+#   aspo-ref          as aspo with the per-token eps: the reference's ASPO loss (add kl_k3 for all of it)
+FLIP = ("aspo", "aspo-hardneg", "aspo-ref")  # positive tokens weighted 1/r (§5)
+SOFT_NEG = ("aspo", "grpo-ent-softneg", "aspo-ref")  # negative tokens above c weighted c, not 0 (§5)
+
+
+def entropy_split_eps(entropy: torch.Tensor, mask: torch.Tensor, low: float, high: float, q: float = 0.8,
+                      wide: float = 0.4) -> tuple[torch.Tensor, torch.Tensor]:
+    """The shipped loss's per-token clip (§5, from Archer): a token whose entropy is at most the q quantile
+    of its row's valid tokens (linear interpolation, as torch.nanquantile) keeps (low, high); the others,
+    the most uncertain fifth, get `wide` on both sides. Returns (eps_low_t, eps_high_t), both (B, T). A row
+    without valid tokens has a NaN quantile, so its tokens get `wide`: finite, and masked anyway."""
+    quantile = torch.nanquantile(entropy.masked_fill(mask <= 0, float("nan")), q, dim=1, keepdim=True)
+    narrow = entropy <= quantile  # (B, T); False against NaN
+    return (torch.where(narrow, low, wide).to(entropy.dtype), torch.where(narrow, high, wide).to(entropy.dtype))
+
+
 def policy_loss(method: str, logp: torch.Tensor, old_logp: torch.Tensor, advantages: torch.Tensor,
-                mask: torch.Tensor, eps_low: float = 0.2, eps_high: float = 0.28, clip_c: float = 3.0):
-    """logp, old_logp, mask: (B, T); advantages: (B,). Returns (token-mean loss, metrics dict)."""
+                mask: torch.Tensor, eps_low: float = 0.2, eps_high: float = 0.28, clip_c: float = 3.0,
+                entropy: torch.Tensor | None = None):
+    """logp, old_logp, mask: (B, T); advantages: (B,). Returns (token-mean loss, metrics dict).
+    entropy (B, T): the current policy's per-token entropy on the training path, detached; the methods
+    of ENTROPY_METHODS clip with it (entropy_split_eps), the others ignore it."""
+    if method in ENTROPY_METHODS:
+        if entropy is None:
+            raise ValueError(f"{method} needs the per-token entropy (entropy=...)")
+        eps_low, eps_high = entropy_split_eps(entropy.detach(), mask, eps_low, eps_high)
     A = advantages[:, None].expand_as(logp)  # (B, T): every token of a completion shares its advantage
     ratio = (logp - old_logp).clamp(-20.0, 20.0).exp()  # r_t of §2, log-ratio clamped as the reference does
     pos, neg = A > 0, A < 0
@@ -318,19 +349,17 @@ def policy_loss(method: str, logp: torch.Tensor, old_logp: torch.Tensor, advanta
     # §4 dual-clip: for A < 0 the loss is capped at -c A, so r > c gets no gradient
     grpo = torch.where(neg, torch.minimum(ppo, -A * clip_c), ppo)
     unit = (logp - logp.detach()).exp()  # value 1, gradient grad logp: "weight 1" for any term it multiplies
-    if method in ("aspo", "aspo-hardneg"):
-        # §5 positive tokens: p = min(r, 1+eps_high); loss -A (p/sg p)/sg p has value -A/p and gradient
-        # weight 1/r (zero where p is the constant 1+eps_high); where 1/r > c, the soft dual-clip
-        # -A c logp gives weight exactly c instead
-        p = ratio.clamp(max=1 + eps_high)
-        flipped = torch.where(ratio < 1 / clip_c, -A * clip_c * logp, -A * (p / p.detach()) / p.detach())
-        if method == "aspo":  # §5 negative tokens: PPO-clip, and the soft dual-clip (weight c) above c
-            negative = torch.where(ratio > clip_c, -A * clip_c * logp, ppo)
-        else:  # GRPO's hard dual-clip (weight 0 above c): only the flip differs from grpo
-            negative = grpo
-        per_token = torch.where(pos, flipped, negative)
-    elif method == "grpo":
-        per_token = grpo
+    if method in ("grpo", "grpo-ent") + FLIP + SOFT_NEG:
+        positive = grpo
+        if method in FLIP:
+            # §5 positive tokens: p = min(r, 1+eps_high); loss -A (p/sg p)/sg p has value -A/p and gradient
+            # weight 1/r (zero where p is the constant 1+eps_high); where 1/r > c, the soft dual-clip
+            # -A c logp gives weight exactly c instead
+            p = ratio.clamp(max=1 + eps_high)
+            positive = torch.where(ratio < 1 / clip_c, -A * clip_c * logp, -A * (p / p.detach()) / p.detach())
+        # §5 negative tokens: PPO-clip, and above c either the soft dual-clip (weight c) or grpo's hard one (0)
+        negative = torch.where(ratio > clip_c, -A * clip_c * logp, ppo) if method in SOFT_NEG else grpo
+        per_token = torch.where(pos, positive, negative)
     elif method == "nois":
         # no importance weight: w = 1 wherever grpo's weight is r, 0 wherever grpo clips
         keep = torch.where(pos, ratio <= 1 + eps_high, (ratio >= 1 - eps_low) & (ratio <= clip_c))
@@ -356,16 +385,18 @@ def ratio_metrics(ratio, A, mask, eps_low, eps_high, clip_c) -> dict:
     """Clip fractions (low, high, dual) and ratio statistics, split by the sign of the advantage (§7).
     'dual' is r > c for A < 0 (grpo's weight is 0 there, aspo's is c) and r < 1/c for A > 0 (grpo's
     weight is r < 1/c there, aspo's is c): the soft dual-clip of §5. 'below1' is r < 1, where the flip
-    1/r and grpo's r differ in direction."""
+    1/r and grpo's r differ in direction. eps_low, eps_high: floats, or (B, T) per-token eps (the
+    entropy-split methods), so that a token counts as clipped where its own clip applied."""
     valid = mask > 0
     m = {"abs_log_ratio": (ratio[valid].log().abs().mean().item() if valid.any() else 0.0)}
+    low, high = ratio < 1 - eps_low, ratio > 1 + eps_high  # (B, T), per token whichever eps is passed
     for name, sign in (("pos", A > 0), ("neg", A < 0)):
         r = ratio[valid & sign]
         if r.numel() == 0:
             continue
         dual = r < 1 / clip_c if name == "pos" else r > clip_c
-        m.update({f"clip_low_{name}": (r < 1 - eps_low).float().mean().item(),
-                  f"clip_high_{name}": (r > 1 + eps_high).float().mean().item(),
+        m.update({f"clip_low_{name}": low[valid & sign].float().mean().item(),
+                  f"clip_high_{name}": high[valid & sign].float().mean().item(),
                   f"clip_dual_{name}": dual.float().mean().item(),
                   f"below1_{name}": (r < 1).float().mean().item(),
                   f"ratio_min_{name}": r.min().item(), f"ratio_mean_{name}": r.mean().item(),
@@ -373,13 +404,25 @@ def ratio_metrics(ratio, A, mask, eps_low, eps_high, clip_c) -> dict:
     return m
 
 
+def kl_k3(logp: torch.Tensor, ref_logp: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """The shipped loss's KL to the reference policy (§5), Schulman's k3 estimator per token,
+    exp(ref - logp) - (ref - logp) - 1 (>= 0; unbiased for KL(pi_theta || pi_ref) on pi_theta's own samples),
+    as verl computes it: the log-ratio clamped to [-20, 20], each term to [-10, 10]; aggregated like the
+    policy loss (token-mean over the mask). Its gradient is (1 - pi_ref / pi_theta) / N per token: it pulls
+    logp toward ref_logp. The caller adds kl_coef times it to the policy loss; 0 without valid tokens."""
+    d = (ref_logp - logp).clamp(-20.0, 20.0)
+    kl = (d.exp() - d - 1).clamp(-10.0, 10.0)
+    return (kl * mask).sum() / mask.sum().clamp(min=1)
+
+
 def token_weights(method: str, logp: torch.Tensor, old_logp: torch.Tensor, advantages: torch.Tensor,
-                  mask: torch.Tensor, **clip) -> torch.Tensor:
+                  mask: torch.Tensor, entropy: torch.Tensor | None = None, **clip) -> torch.Tensor:
     """The weight view of §3, measured: w_t = -(dL/dlogp_t) N / A_t by autograd through policy_loss, for
     every token of the batch (B, T) (0 where A = 0 or the token is masked). Any loss of the form above,
-    built-in or a user's, is read by these weights; the figures, check_loss and the tests all use it."""
+    built-in or a user's, is read by these weights; the figures, check_loss and the tests all use it.
+    entropy (B, T) is passed on to policy_loss (the methods of ENTROPY_METHODS need it); clip: its eps, c."""
     logp = logp.detach().clone().requires_grad_(True)
-    loss, _ = policy_loss(method, logp, old_logp, advantages, mask, **clip)
+    loss, _ = policy_loss(method, logp, old_logp, advantages, mask, entropy=entropy, **clip)
     (grad,) = torch.autograd.grad(loss, logp, allow_unused=True)
     if grad is None:
         raise ValueError("its loss has no gradient with respect to log_prob")
