@@ -54,5 +54,5 @@ def test_paired_lockin_counts_discordant_seeds():
     assert got["seeds"] == [0, 1, 2, 3, 4, 5]
     assert (got["b"], got["c"]) == (1, 4)
     assert got["diff"] == pytest.approx(2 / 6 - 5 / 6)  # share locked in: aspo 2/6, grpo 5/6
-    assert got["p"] == pytest.approx(2 * (1 + 4) / 2 ** 5)
+    assert got["p"] == pytest.approx(2 * (1 + 5) / 2 ** 5)  # C(5, 0) + C(5, 1)
     assert paired_lockin(runs, "nois", "grpo")["diff"] is None
