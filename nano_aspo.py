@@ -11,7 +11,8 @@ Deliberate simplifications, so that the algorithm is all there is to read:
 - the policy is a 100k-parameter GPT (model.py) pretrained here in a minute on an imperfect teacher;
 - sampler and trainer are one model in one process: the old log-probs are recomputed by the training
   path, so the first update of every batch is exactly on-policy (r = 1);
-- no KL term, no entropy bonus, no value model; advantages are group-relative (§1).
+- no entropy bonus, no value model, and by default no KL term (--kl-coef adds the shipped loss's, §5);
+  advantages are group-relative (§1).
 
     python nano_aspo.py                  # pretrain once, then GRPO and ASPO from the same checkpoint
     python nano_aspo.py --seeds 0,1,2    # three paired seeds
@@ -312,7 +313,8 @@ def group_advantages(rewards: torch.Tensor, use_std: bool = True) -> torch.Tenso
 #   nois    1 where grpo's weight is r, else 0        (the ASPO paper's "no IS" ablation)
 #   posmean rbar (mean r of the completion) where r <= 1+eps_high, else 0;  A < 0 as grpo   (paper's ladder, §9)
 #   aspo-hardneg  A > 0 as aspo;  A < 0 as grpo (hard dual-clip): separates the flip from the soft negative clip (§5)
-# The shipped loss taken apart (§5), each rung one change, eps per token by entropy_split_eps (0.4 on high entropy):
+# The shipped loss taken apart (§5), one change per rung; per-token eps (entropy_split_eps): as passed, or 0.4 on
+# both sides where the token's entropy is above its row's 0.8 quantile:
 #   grpo-ent          as grpo with the per-token eps
 #   grpo-ent-softneg  A > 0 as grpo-ent;  A < 0 as aspo (c above c) with the per-token eps
 #   aspo-ref          as aspo with the per-token eps: the reference's ASPO loss (add kl_k3 for all of it)
@@ -349,7 +351,7 @@ def policy_loss(method: str, logp: torch.Tensor, old_logp: torch.Tensor, advanta
     # §4 dual-clip: for A < 0 the loss is capped at -c A, so r > c gets no gradient
     grpo = torch.where(neg, torch.minimum(ppo, -A * clip_c), ppo)
     unit = (logp - logp.detach()).exp()  # value 1, gradient grad logp: "weight 1" for any term it multiplies
-    if method in ("grpo", "grpo-ent") + FLIP + SOFT_NEG:
+    if method in ("grpo", "grpo-ent") + FLIP + SOFT_NEG:  # PPO-clip on each side, flipped or not, soft or hard above c
         positive = grpo
         if method in FLIP:
             # §5 positive tokens: p = min(r, 1+eps_high); loss -A (p/sg p)/sg p has value -A/p and gradient
