@@ -11,7 +11,8 @@ Deliberate simplifications, so that the algorithm is all there is to read:
 - the policy is a 100k-parameter GPT (model.py) pretrained here in a minute on an imperfect teacher;
 - sampler and trainer are one model in one process: the old log-probs are recomputed by the training
   path, so the first update of every batch is exactly on-policy (r = 1);
-- no KL term, no entropy bonus, no value model; advantages are group-relative (§1).
+- no entropy bonus, no value model, and by default no KL term (--kl-coef adds the shipped loss's, §5);
+  advantages are group-relative (§1).
 
     python nano_aspo.py                  # pretrain once, then GRPO and ASPO from the same checkpoint
     python nano_aspo.py --seeds 0,1,2    # three paired seeds
@@ -41,7 +42,10 @@ from batched import StackedGPT, member_bytes
 from model import GPT, GPTConfig, KVCache, load_checkpoint, save_checkpoint
 from rewards import CAREFUL, SHORTCUT, CarryProblem, Problem, corrupt, make_problems, random_problem, score, split_of
 
-METHODS = ("grpo", "aspo", "nois", "posmean", "aspo-hardneg")
+# the shipped loss taken apart (§5), one change per rung: grpo -> grpo-ent (entropy-split clip) ->
+# grpo-ent-softneg (soft negative dual-clip) -> aspo-ref (the flip); these three need the per-token entropy
+ENTROPY_METHODS = ("grpo-ent", "grpo-ent-softneg", "aspo-ref")
+METHODS = ("grpo", "aspo", "nois", "posmean", "aspo-hardneg") + ENTROPY_METHODS
 
 
 # %% --- config: one dataclass, filled by argparse; the defaults are the demo ---------------------
@@ -95,6 +99,8 @@ class Config:
     eps_low: float = flag(0.2, "lower clip range: ratios below 1 - eps_low are clipped (§4)")
     eps_high: float = flag(0.28, "upper clip range (clip-higher): ratios above 1 + eps_high are clipped (§4)")
     clip_c: float = flag(3.0, "dual-clip constant c (§4 hard, §5 soft)")
+    kl_coef: float = flag(0.0, "beta of the k3 KL loss to the start policy, added to every method's loss (§5: the "
+                               "shipped loss uses 0.001); 0, the default comparison, has no KL term")
     # evaluation
     eval_every: int = flag(20, "evaluate on held-out problems every this many RL steps")
     eval_problems: int = flag(500, "held-out problems of the start and final evaluations")
@@ -145,7 +151,7 @@ class Config:
         ranges = {"at least 1": (lambda v: v >= 1, "digits n_layer n_head n_embd pretrain_steps pretrain_batch "
                   "max_members curve_problems prompts minibatches epochs eval_every eval_problems eval_samples log_every train_problems"),
                   "at least 2": (lambda v: v >= 2, "operands group"),  # a group of one has no advantage
-                  "> 0": (lambda v: v > 0, "temperature lr pretrain_lr grad_clip"),
+                  "> 0": (lambda v: v > 0, "temperature lr pretrain_lr grad_clip"), ">= 0": (lambda v: v >= 0, "kl_coef"),
                   "in [0, 1)": (lambda v: 0 <= v < 1, "teacher_noise careful_noise"),
                   "in [0, 1]": (lambda v: 0 <= v <= 1, "careful_share easy_share eval_easy_share"),
                   "in (0, 1)": (lambda v: 0 < v < 1, "eps_low eps_high"), "> 1": (lambda v: v > 1, "clip_c")}
@@ -295,15 +301,17 @@ def sample(model: GPT, prompts: list[list[int]], max_new_tokens: int, temperatur
     return Rollout(lens, sequences, tokens, mask, logps, ents)
 
 
-def token_logps(model: GPT, roll: Rollout, rows: torch.Tensor, temperature: float) -> torch.Tensor:
+def token_logps(model: GPT, roll: Rollout, rows: torch.Tensor, temperature: float) -> tuple[torch.Tensor, torch.Tensor]:
     """Training path: log-probs (len(rows), T) of the completion tokens under the current model, by one
-    plain forward pass (no cache) over prompt + completion."""
+    plain forward pass (no cache) over prompt + completion, and the entropy (len(rows), T) of the
+    distribution at each of those positions (the shipped loss's per-token clip reads it, §5)."""
     seq = roll.sequences[rows]
     logits = model(seq[:, :-1]).float() / temperature  # (b, L-1, V): position j predicts token j+1
     T = roll.tokens.size(1)
     pos = roll.prompt_lens[rows, None] - 1 + torch.arange(T, device=seq.device)  # (b, T), < L - 1 by construction
-    logits = logits.gather(1, pos[..., None].expand(-1, -1, logits.size(-1)))  # (b, T, V)
-    return F.log_softmax(logits, dim=-1).gather(2, roll.tokens[rows][..., None]).squeeze(2)
+    logp_all = F.log_softmax(logits.gather(1, pos[..., None].expand(-1, -1, logits.size(-1))), dim=-1)  # (b, T, V)
+    entropy = -(logp_all.exp() * logp_all).sum(-1).detach()
+    return logp_all.gather(2, roll.tokens[rows][..., None]).squeeze(2), entropy
 
 
 # %% --- advantages (§1) ----------------------------------------------------------------------------
@@ -325,11 +333,38 @@ def group_advantages(rewards: torch.Tensor, use_std: bool = True) -> torch.Tenso
 #   nois    1 where grpo's weight is r, else 0        (the ASPO paper's "no IS" ablation)
 #   posmean rbar (mean r of the completion) where r <= 1+eps_high, else 0;  A < 0 as grpo   (paper's ladder, §9)
 #   aspo-hardneg  A > 0 as aspo;  A < 0 as grpo (hard dual-clip): separates the flip from the soft negative clip (§5)
+# The shipped loss taken apart (§5), one change per rung; per-token eps (entropy_split_eps): as passed, or 0.4 on
+# both sides where the token's entropy is above its row's 0.8 quantile:
+#   grpo-ent          as grpo with the per-token eps
+#   grpo-ent-softneg  A > 0 as grpo-ent;  A < 0 as aspo (c above c) with the per-token eps
+#   aspo-ref          as aspo with the per-token eps: the reference's ASPO loss (add kl_k3 for all of it)
+FLIP = ("aspo", "aspo-hardneg", "aspo-ref")  # positive tokens weighted 1/r (§5)
+SOFT_NEG = ("aspo", "grpo-ent-softneg", "aspo-ref")  # negative tokens above c weighted c, not 0 (§5)
+
+
+def entropy_split_eps(entropy: torch.Tensor, mask: torch.Tensor, low: float, high: float, q: float = 0.8,
+                      wide: float = 0.4) -> tuple[torch.Tensor, torch.Tensor]:
+    """The shipped loss's per-token clip (§5, from Archer): a token whose entropy is at most the q quantile
+    of its row's valid tokens (linear interpolation, as torch.nanquantile) keeps (low, high); the others,
+    the most uncertain fifth, get `wide` on both sides. Returns (eps_low_t, eps_high_t), both (B, T). A row
+    without valid tokens has a NaN quantile, so its tokens get `wide`: finite, and masked anyway."""
+    quantile = torch.nanquantile(entropy.masked_fill(mask <= 0, float("nan")), q, dim=-1, keepdim=True)
+    narrow = entropy <= quantile  # (B, T); False against NaN
+    return (torch.where(narrow, low, wide).to(entropy.dtype), torch.where(narrow, high, wide).to(entropy.dtype))
+
+
 def policy_loss(method: str, logp: torch.Tensor, old_logp: torch.Tensor, advantages: torch.Tensor,
-                mask: torch.Tensor, eps_low: float = 0.2, eps_high: float = 0.28, clip_c: float = 3.0):
+                mask: torch.Tensor, eps_low: float = 0.2, eps_high: float = 0.28, clip_c: float = 3.0,
+                entropy: torch.Tensor | None = None):
     """logp, old_logp, mask: (B, T); advantages: (B,). Returns (token-mean loss, metrics dict).
+    entropy (B, T): the current policy's per-token entropy on the training path, detached; the methods
+    of ENTROPY_METHODS clip with it (entropy_split_eps), the others ignore it.
     With a leading member dimension (S, B, T) and (S, B) (batched.py) each member gets its own token
     mean: the loss is then (S,), one per member, and each metric a list over members."""
+    if method in ENTROPY_METHODS:
+        if entropy is None:
+            raise ValueError(f"{method} needs the per-token entropy (entropy=...)")
+        eps_low, eps_high = entropy_split_eps(entropy.detach(), mask, eps_low, eps_high)
     A = advantages[..., None].expand_as(logp)  # (B, T): every token of a completion shares its advantage
     ratio = (logp - old_logp).clamp(-20.0, 20.0).exp()  # r_t of §2, log-ratio clamped as the reference does
     pos, neg = A > 0, A < 0
@@ -338,19 +373,17 @@ def policy_loss(method: str, logp: torch.Tensor, old_logp: torch.Tensor, advanta
     # §4 dual-clip: for A < 0 the loss is capped at -c A, so r > c gets no gradient
     grpo = torch.where(neg, torch.minimum(ppo, -A * clip_c), ppo)
     unit = (logp - logp.detach()).exp()  # value 1, gradient grad logp: "weight 1" for any term it multiplies
-    if method in ("aspo", "aspo-hardneg"):
-        # §5 positive tokens: p = min(r, 1+eps_high); loss -A (p/sg p)/sg p has value -A/p and gradient
-        # weight 1/r (zero where p is the constant 1+eps_high); where 1/r > c, the soft dual-clip
-        # -A c logp gives weight exactly c instead
-        p = ratio.clamp(max=1 + eps_high)
-        flipped = torch.where(ratio < 1 / clip_c, -A * clip_c * logp, -A * (p / p.detach()) / p.detach())
-        if method == "aspo":  # §5 negative tokens: PPO-clip, and the soft dual-clip (weight c) above c
-            negative = torch.where(ratio > clip_c, -A * clip_c * logp, ppo)
-        else:  # GRPO's hard dual-clip (weight 0 above c): only the flip differs from grpo
-            negative = grpo
-        per_token = torch.where(pos, flipped, negative)
-    elif method == "grpo":
-        per_token = grpo
+    if method in ("grpo", "grpo-ent") + FLIP + SOFT_NEG:  # PPO-clip on each side, flipped or not, soft or hard above c
+        positive = grpo
+        if method in FLIP:
+            # §5 positive tokens: p = min(r, 1+eps_high); loss -A (p/sg p)/sg p has value -A/p and gradient
+            # weight 1/r (zero where p is the constant 1+eps_high); where 1/r > c, the soft dual-clip
+            # -A c logp gives weight exactly c instead
+            p = ratio.clamp(max=1 + eps_high)
+            positive = torch.where(ratio < 1 / clip_c, -A * clip_c * logp, -A * (p / p.detach()) / p.detach())
+        # §5 negative tokens: PPO-clip, and above c either the soft dual-clip (weight c) or grpo's hard one (0)
+        negative = torch.where(ratio > clip_c, -A * clip_c * logp, ppo) if method in SOFT_NEG else grpo
+        per_token = torch.where(pos, positive, negative)
     elif method == "nois":
         # no importance weight: w = 1 wherever grpo's weight is r, 0 wherever grpo clips
         keep = torch.where(pos, ratio <= 1 + eps_high, (ratio >= 1 - eps_low) & (ratio <= clip_c))
@@ -376,8 +409,10 @@ def ratio_metrics(ratio, A, mask, eps_low, eps_high, clip_c) -> dict:
     """Clip fractions (low, high, dual) and ratio statistics, split by the sign of the advantage (§7).
     'dual' is r > c for A < 0 (grpo's weight is 0 there, aspo's is c) and r < 1/c for A > 0 (grpo's
     weight is r < 1/c there, aspo's is c): the soft dual-clip of §5. 'below1' is r < 1, where the flip
-    1/r and grpo's r differ in direction. Over the last two dimensions (B, T): a float each, or a list
-    over members; a sign with no token in the batch is left out (nan for that member)."""
+    1/r and grpo's r differ in direction. eps_low, eps_high: floats, or (B, T) per-token eps (the
+    entropy-split methods), so that a token counts as clipped where its own clip applied. Over the last
+    two dimensions (B, T): a float each, or a list over members; a sign with no token in the batch is
+    left out (nan for that member)."""
     dims, valid = (-2, -1), mask > 0
     m = {"abs_log_ratio": torch.where(valid, ratio.log().abs(), 0).sum(dims) / valid.sum(dims).clamp(min=1)}
     for name, sign in (("pos", A > 0), ("neg", A < 0)):
@@ -395,13 +430,25 @@ def ratio_metrics(ratio, A, mask, eps_low, eps_high, clip_c) -> dict:
     return {key: v.tolist() for key, v in m.items()}
 
 
+def kl_k3(logp: torch.Tensor, ref_logp: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """The shipped loss's KL to the reference policy (§5), Schulman's k3 estimator per token,
+    exp(ref - logp) - (ref - logp) - 1 (>= 0; unbiased for KL(pi_theta || pi_ref) on pi_theta's own samples),
+    as verl computes it: the log-ratio clamped to [-20, 20], each term to [-10, 10]; aggregated like the
+    policy loss (token-mean over the mask). Its gradient is (1 - pi_ref / pi_theta) / N per token: it pulls
+    logp toward ref_logp. The caller adds kl_coef times it to the policy loss; 0 without valid tokens."""
+    d = (ref_logp - logp).clamp(-20.0, 20.0)
+    kl = (d.exp() - d - 1).clamp(-10.0, 10.0)
+    return (kl * mask).sum((-2, -1)) / mask.sum((-2, -1)).clamp(min=1)  # per member, as policy_loss
+
+
 def token_weights(method: str, logp: torch.Tensor, old_logp: torch.Tensor, advantages: torch.Tensor,
-                  mask: torch.Tensor, **clip) -> torch.Tensor:
+                  mask: torch.Tensor, entropy: torch.Tensor | None = None, **clip) -> torch.Tensor:
     """The weight view of §3, measured: w_t = -(dL/dlogp_t) N / A_t by autograd through policy_loss, for
     every token of the batch (B, T) (0 where A = 0 or the token is masked). Any loss of the form above,
-    built-in or a user's, is read by these weights; the figures, check_loss and the tests all use it."""
+    built-in or a user's, is read by these weights; the figures, check_loss and the tests all use it.
+    entropy (B, T) is passed on to policy_loss (the methods of ENTROPY_METHODS need it); clip: its eps, c."""
     logp = logp.detach().clone().requires_grad_(True)
-    loss, _ = policy_loss(method, logp, old_logp, advantages, mask, **clip)
+    loss, _ = policy_loss(method, logp, old_logp, advantages, mask, entropy=entropy, **clip)
     (grad,) = torch.autograd.grad(loss, logp, allow_unused=True)
     if grad is None:
         raise ValueError("its loss has no gradient with respect to log_prob")
@@ -642,7 +689,8 @@ def logp_adv_covariance(logp: torch.Tensor, advantages: torch.Tensor, mask: torc
 
 
 # %% --- the RL loop -----------------------------------------------------------------------------------
-def rl_step(model, optimizer, batches: list, cfg: Config, methods: list[str], gens: list) -> tuple[list[dict], dict]:
+def rl_step(model, optimizer, batches: list, cfg: Config, methods: list[str], gens: list,
+            reference=None) -> tuple[list[dict], dict]:
     """One rollout batch and mu = minibatches x epochs optimizer steps on it. Returns (metrics, timings).
 
     Why mu > 1 matters: the first minibatch is on-policy (r = 1, every method gives the same
@@ -654,6 +702,7 @@ def rl_step(model, optimizer, batches: list, cfg: Config, methods: list[str], ge
     member-major, so every (S*B, ...) tensor is viewed as (S, B, ...) and the loss is the sum of the
     members' own token means: each member's gradient is its own. Returns one metrics dict per member;
     a member whose loss turns non-finite gets "error" and no update from then on (its grads are zeroed).
+    `reference`: the start policy (as many members), for --kl-coef.
     """
     S, t0 = len(methods), time.time()
     model.eval()
@@ -664,7 +713,10 @@ def rl_step(model, optimizer, batches: list, cfg: Config, methods: list[str], ge
         # old_logp: the same model state, precision (fp32) and temperature that sampled, through the
         # training path. The sampler's own log-probs agree to ~1e-5 (cached vs uncached kernels sum in
         # a different order); recomputing makes the first minibatch's ratio 1 up to rounding, as in verl.
-        old_logp = token_logps(model, roll, torch.arange(S * B, device=device), cfg.temperature).view(S, B, -1)
+        every = torch.arange(S * B, device=device)
+        old_logp = token_logps(model, roll, every, cfg.temperature)[0].view(S, B, -1)  # (S, B, T)
+        # the start policy's log-probs, for the KL term of the shipped loss (§5): only when it is on
+        ref_logp = token_logps(reference, roll, every, cfg.temperature)[0].view(S, B, -1) if cfg.kl_coef else old_logp
     t1 = time.time()
     mask, P = roll.mask.view(S, B, -1), len(batches[0])
     metrics = []
@@ -679,9 +731,10 @@ def rl_step(model, optimizer, batches: list, cfg: Config, methods: list[str], ge
     for epoch in range(cfg.epochs):
         perm = torch.stack([torch.randperm(B, generator=g, device=g.device) for g in gens]).to(device)  # (S, B)
         for i, cols in enumerate(perm.tensor_split(cfg.minibatches, dim=1)):  # exactly `minibatches` pieces
-            logp = token_logps(model, roll, (cols + offsets).flatten(), cfg.temperature).view(S, cols.size(1), -1)
+            logp, entropy = (x.view(S, cols.size(1), -1) for x in
+                             token_logps(model, roll, (cols + offsets).flatten(), cfg.temperature))
             rows = lambda x: x.gather(1, cols.view(S, -1, *[1] * (x.dim() - 2)).expand(-1, -1, *x.shape[2:]))
-            old, msk, a = rows(old_logp), rows(mask), rows(adv)  # (S, b, T), (S, b, T), (S, b)
+            old, ref, msk, a = rows(old_logp), rows(ref_logp), rows(mask), rows(adv)  # (S, b, T) x 3, (S, b)
             if epoch == 0 and i == 0:
                 # no update has happened yet, so pi_theta == pi_old and every ratio is 1 up to rounding (§2)
                 drift = ((logp - old).abs() * msk).max().item()
@@ -689,7 +742,10 @@ def rl_step(model, optimizer, batches: list, cfg: Config, methods: list[str], ge
             losses, member_metrics = torch.zeros(S, device=device), [{} for _ in range(S)]
             for method in dict.fromkeys(methods):  # the members of each method in one call
                 idx = [s for s in range(S) if methods[s] == method]
-                loss, m = policy_loss(method, logp[idx], old[idx], a[idx], msk[idx], cfg.eps_low, cfg.eps_high, cfg.clip_c)
+                loss, m = policy_loss(method, logp[idx], old[idx], a[idx], msk[idx], cfg.eps_low, cfg.eps_high,
+                                      cfg.clip_c, entropy=entropy[idx])
+                if cfg.kl_coef:  # the shipped loss's k3 KL to the start policy (§5), for every method alike
+                    loss = loss + cfg.kl_coef * kl_k3(logp[idx], ref[idx], msk[idx])
                 losses = losses.index_put((torch.tensor(idx, device=device),), loss)
                 for j, s in enumerate(idx):
                     member_metrics[s] = {key: v[j] for key, v in m.items() if not math.isnan(v[j])}
@@ -763,6 +819,7 @@ def train_rl(base_state, cfg: Config, pairs: list[tuple[str, int]], device, trai
     S, methods = len(pairs), [method for method, _ in pairs]
     model = StackedGPT(model_config(cfg), [base_state] * S)
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=0.0)  # per element: S optimizers
+    reference = StackedGPT(model_config(cfg), [base_state] * S).eval() if cfg.kl_coef else None  # for the KL term
     prompt_rngs = [random.Random(seed) for _, seed in pairs]  # same prompt stream for every method of a seed: paired
     gens = [torch.Generator(device=device) for _ in pairs]
     timings = {"rollout_s": 0.0, "update_s": 0.0, "eval_s": 0.0, "members": S}  # of the whole batch
@@ -771,7 +828,7 @@ def train_rl(base_state, cfg: Config, pairs: list[tuple[str, int]], device, trai
         for gen, (_, seed) in zip(gens, pairs):
             gen.manual_seed(sampling_seed(seed, step))
         batches = [rng.sample(train_pool, cfg.prompts) for rng in prompt_rngs]
-        ms, t = rl_step(model, optimizer, batches, cfg, methods, gens)
+        ms, t = rl_step(model, optimizer, batches, cfg, methods, gens, reference)
         for key, v in t.items():
             timings[key] += v
         for run, m in zip(runs, ms):

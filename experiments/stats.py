@@ -1,6 +1,9 @@
 """Statistics over problems and over paired seeds (ASPO.md §10), shared by nano_aspo.py's closing table and
 runs.py's report: bootstrap standard errors and intervals, the paired comparison of two methods run on the
-same seeds, its one-line form, and the Pareto frontiers of the pace-free test (§6)."""
+same seeds, its one-line form, the Pareto frontiers of the pace-free test (§6), and for an outcome decided
+once per seed (locked in or not) its share with a Wilson interval and the exact McNemar test of two arms."""
+import math
+
 import numpy as np
 
 # the final held-out metrics that every comparison reports (pass@k is stored under that name, whatever k)
@@ -26,11 +29,16 @@ def bootstrap_ci(diffs, draws: int = 10_000) -> list[float] | None:
     return [float(np.percentile(boot, 2.5)), float(np.percentile(boot, 97.5))]
 
 
+def finals(runs: list[dict]) -> dict:
+    """{(method, seed): final held-out numbers} of the runs that finished."""
+    return {(r["method"], r["seed"]): r["final"] for r in runs if r["final"]}
+
+
 def paired_comparison(runs: list[dict], baseline: str = "grpo") -> list[dict]:
     """For every method run beside `baseline`: the final held-out metrics' differences method - baseline,
     paired by seed (same checkpoint, prompts and evaluation draws), their mean, a 95% bootstrap
     percentile interval over seeds (None with one seed) and wins = seeds with a difference > 0."""
-    by = {(r["method"], r["seed"]): r["final"] for r in runs if r["final"]}
+    by = finals(runs)
     out = []
     for method in dict.fromkeys(r["method"] for r in runs):
         seeds = sorted(s for (m, s) in by if m == method and (baseline, s) in by)
@@ -44,6 +52,57 @@ def paired_comparison(runs: list[dict], baseline: str = "grpo") -> list[dict]:
                         "diffs": diffs.tolist(), "mean": float(diffs.mean()), "ci95": bootstrap_ci(diffs),
                         "wins": int((diffs > 0).sum())})
     return out
+
+
+# §10's once-per-seed outcome: a careful share on hard held-out problems near 0 means the policy locked onto
+# the shortcut (README); 0.2, fixed before the runs, draws that line (the start's share is 0.10: a run
+# escapes only by raising it)
+LOCKIN_CAREFUL_HARD = 0.2
+
+
+def locked_in(final: dict) -> bool:
+    """Whether a run locked onto the shortcut (§10, §8's carry task): its final careful share on hard
+    held-out problems (final["careful_hard"], where only the careful strategy is right) is below
+    LOCKIN_CAREFUL_HARD."""
+    return final["careful_hard"] < LOCKIN_CAREFUL_HARD
+
+
+def wilson_interval(successes: int, n: int, z: float = 1.96) -> tuple[float, float]:
+    """Wilson score interval of a share successes / n (§10: 4 of 8 gives about [0.22, 0.78]); unlike the
+    normal interval it stays inside [0, 1] and is not empty at 0 or n. (0, 1) for n = 0."""
+    if n == 0:
+        return 0.0, 1.0
+    p, z2 = successes / n, z * z
+    center = (p + z2 / (2 * n)) / (1 + z2 / n)
+    half = z / (1 + z2 / n) * math.sqrt(p * (1 - p) / n + z2 / (4 * n * n))
+    return max(0.0, center - half), min(1.0, center + half)
+
+
+def mcnemar_exact(b: int, c: int) -> float:
+    """Two-sided exact McNemar test (§10) on the discordant seeds of two arms, b one way and c the other:
+    under no difference each discordant seed goes either way with probability 1/2, so
+    p = min(1, 2 P(Binomial(b + c, 1/2) <= min(b, c))); 1 when there are none."""
+    n = b + c
+    return min(1.0, 2 * sum(math.comb(n, i) for i in range(min(b, c) + 1)) / 2 ** n) if n else 1.0
+
+
+def lockin_share(runs: list[dict], method: str) -> dict:
+    """The share of `method`'s finished runs that locked in (locked_in), with its 95% Wilson interval."""
+    flags = [locked_in(f) for (m, _), f in sorted(finals(runs).items()) if m == method]
+    return {"method": method, "locked": sum(flags), "n": len(flags), "share": sum(flags) / len(flags) if flags else None,
+            "wilson95": wilson_interval(sum(flags), len(flags))}
+
+
+def paired_lockin(runs: list[dict], method: str, baseline: str = "grpo") -> dict:
+    """Lock-in of `method` against `baseline` on the seeds both finished (§10): b = seeds where only
+    `method` locked in, c = seeds where only `baseline` did, diff = method's share minus baseline's
+    ((b - c) / seeds), p = the exact McNemar test of b against c."""
+    by = finals(runs)
+    seeds = sorted(s for (m, s) in by if m == method and (baseline, s) in by)
+    pairs = [(locked_in(by[method, s]), locked_in(by[baseline, s])) for s in seeds]
+    b, c = sum(x and not y for x, y in pairs), sum(y and not x for x, y in pairs)
+    return {"method": method, "baseline": baseline, "b": b, "c": c,
+            "diff": (b - c) / len(seeds) if seeds else None, "p": mcnemar_exact(b, c), "seeds": seeds}
 
 
 def paired_line(c: dict, k: int, label: bool = True) -> str:
