@@ -37,7 +37,8 @@ import tiktoken
 import torch
 import torch.nn.functional as F
 
-from experiments.stats import bootstrap_se, paired_comparison, start_line, summary_lines
+from experiments.stats import (bootstrap_se, locked_in, lockin_share, paired_comparison, paired_lockin, start_line,
+                               summary_lines)
 from batched import StackedGPT, member_bytes
 from model import GPT, GPTConfig, KVCache, load_checkpoint, save_checkpoint
 from rewards import CAREFUL, SHORTCUT, CarryProblem, Problem, corrupt, make_problems, random_problem, score, split_of
@@ -844,6 +845,8 @@ def train_rl(base_state, cfg: Config, pairs: list[tuple[str, int]], device, trai
                 m.update(ev, eval_problems=len(problems))
                 if step == cfg.steps and "error" not in run:
                     run["final"] = held_out_numbers(ev, cfg.k, len(problems))
+                    if "careful_hard" in run["final"]:  # a held-out set with hard problems
+                        run["locked"] = locked_in(run["final"])  # onto the shortcut: the policy forgot how to carry
         for run, m in zip(runs, ms):
             if "error" in run or not (step % cfg.log_every == 0 or step == cfg.steps or "samples" in m):
                 continue
@@ -929,7 +932,10 @@ def main(argv=None) -> int:
             status = 130
     comparison = paired_comparison(runs)
     summary = {"config": dataclasses.asdict(cfg), "wall_time_s": time.time() - t_start, "pretrain_s": pretrain_s,
-               "checkpoint": str(ckpt), "start": start, "runs": runs, "comparison": comparison}
+               "checkpoint": str(ckpt), "start": start, "runs": runs, "comparison": comparison,
+               "lockin": [lockin_share(runs, m) for m in cfg.method_list if any("locked" in r for r in runs)],
+               "lockin_paired": [paired_lockin(runs, m) for m in cfg.method_list
+                                 if m != "grpo" and "grpo" in cfg.method_list and any("locked" in r for r in runs)]}
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
     print("\n" + "\n".join(summary_lines(start, runs, comparison, cfg.k)))
     print(f"wall time {time.time() - t_start:.1f}s; wrote {out / 'metrics.jsonl'} and {out / 'summary.json'}")

@@ -163,18 +163,34 @@ def start_line(start: dict, k: int) -> str:
 
 
 def summary_lines(start: dict, runs: list[dict], comparison: list[dict], k: int) -> list[str]:
-    """nano_aspo.py's closing table: the start, the end per method (mean over seeds), then each method's
-    paired differences against grpo."""
+    """nano_aspo.py's closing table: the start; per method the end (mean over seeds) and the share of
+    seeds locked in on the shortcut (locked_in) with its Wilson interval, and each seed's outcome; then
+    each method's paired differences against grpo, lock-in with the exact McNemar test."""
     lines = [start_line(start, k)]
     keys = [key for key in ("entropy", "pass@1", "pass@k", "hard_pass@k", "careful_hard") if key in start]
     if runs:
-        lines.append(f"{'method':12s} {'seeds':>5s} | " + " | ".join(f"{key.replace('pass@k', f'pass@{k}'):>13s}" for key in keys))
-    for method in dict.fromkeys(r["method"] for r in runs):
-        finals = [r["final"] for r in runs if r["method"] == method and r["final"]]
-        if finals:
-            lines.append(f"{method[:12]:12s} {len(finals):5d} | " +
-                         " | ".join(f"{np.mean([f[key] for f in finals]):13.3f}" for key in keys))
+        lines.append(f"{'method':16s} {'seeds':>5s} | " + " | ".join(f"{key.replace('pass@k', f'pass@{k}'):>12s}" for key in keys)
+                     + " | locked in (share, 95% Wilson)")
+    methods, hard = list(dict.fromkeys(r["method"] for r in runs)), "careful_hard" in start  # lock-in needs hard problems
+    for method in methods:
+        ends = [r["final"] for r in runs if r["method"] == method and r["final"]]
+        if ends:
+            share = lockin_share(runs, method) if hard else {"wilson95": (0, 0)}
+            lo, hi = share["wilson95"]
+            lines.append(f"{method[:16]:16s} {len(ends):5d} | " + " | ".join(f"{np.mean([f[key] for f in ends]):12.3f}" for key in keys)
+                         + (f" | {share['locked']}/{share['n']} = {share['share']:.2f} [{lo:.2f}, {hi:.2f}]" if hard else ""))
+    for method in methods if hard else []:
+        outcome = [f"s{r['seed']} {'locked in' if locked_in(r['final']) else 'escaped'}" for r in runs
+                   if r["method"] == method and r["final"]]
+        lines.append(f"  {method}: " + ", ".join(outcome))
     if comparison:
         lines.append("paired differences (final held-out; mean, 95% bootstrap interval over seeds, seeds in favour; "
                      "one seed has no interval: use --seeds 0,1,...,7):")
-    return lines + ["  " + paired_line(c, k) for c in comparison]
+    lines += ["  " + paired_line(c, k) for c in comparison]
+    for method in methods if hard and "grpo" in methods else []:
+        if method != "grpo":
+            c = paired_lockin(runs, method)
+            if c["seeds"]:
+                lines.append(f"  {method} - grpo, locked in: {c['diff']:+.3f} ({c['b']} seeds only {method}, {c['c']} only "
+                             f"grpo; exact McNemar p = {c['p']:.3f}, {len(c['seeds'])} seeds)")
+    return lines
