@@ -155,10 +155,13 @@ def start_line(start: dict, k: int) -> str:
     the careful strategy is chosen on hard problems and how well each strategy is known (marker given)."""
     line = (f"start (held-out, {start['n_problems']} problems): pass@1 {start['pass@1']:.3f} +- {start['pass@1_se']:.3f}  "
             f"pass@{k} {start['pass@k']:.3f} +- {start['pass@k_se']:.3f}  entropy {start['entropy']:.3f}")
-    if "careful_acc_hard" in start:
-        line += (f"\n  hard pass@{k} {start['hard_pass@k']:.3f}  careful share (hard) {start['careful_hard']:.3f}  "
-                 f"careful right on easy {start['careful_acc_easy']:.3f}, hard {start['careful_acc_hard']:.3f}  "
-                 f"shortcut right on easy {start['shortcut_acc_easy']:.3f}, hard {start['shortcut_acc_hard']:.3f}")
+    if "careful_hard" in start:  # a held-out set with hard problems
+        line += f"\n  hard pass@{k} {start['hard_pass@k']:.3f}  careful share (hard) {start['careful_hard']:.3f}"
+    if "careful_acc_easy" in start:  # None where the held-out set has no problem of that kind
+        acc = {key: "-" if start[key] is None else f"{start[key]:.3f}" for key in
+               ("careful_acc_easy", "careful_acc_hard", "shortcut_acc_easy", "shortcut_acc_hard")}
+        line += (f"\n  marker given: careful right on easy {acc['careful_acc_easy']}, hard {acc['careful_acc_hard']}; "
+                 f"shortcut right on easy {acc['shortcut_acc_easy']}, hard {acc['shortcut_acc_hard']}")
     return line
 
 
