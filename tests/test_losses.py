@@ -247,29 +247,3 @@ def test_pass_at_k_equals_brute_force():
                 subsets = list(itertools.combinations([1] * c + [0] * (n - c), k))
                 want = sum(any(s) for s in subsets) / len(subsets)
                 assert na.pass_at_k(n, c, k) == pytest.approx(want, abs=1e-12), (n, c, k)
-
-
-# --- plot.py: the README's weight figure (torch only, matplotlib is imported lazily) ----
-@pytest.mark.parametrize("method,sign,r,want", [
-    ("grpo", 1, 1.1, 1.1), ("grpo", 1, 0.5, 0.5), ("grpo", 1, 2.0, 0.0), ("grpo", -1, 0.5, 0.0),
-    ("grpo", -1, 2.0, 2.0), ("grpo", -1, 4.0, 0.0),
-    ("aspo", 1, 0.5, 2.0), ("aspo", 1, 0.2, 3.0), ("aspo", 1, 1.1, 1 / 1.1), ("aspo", 1, 2.0, 0.0),
-    ("aspo", -1, 4.0, 3.0), ("aspo", -1, 0.5, 0.0), ("aspo", -1, 0.9, 0.9),
-    ("nois", 1, 0.5, 1.0), ("nois", 1, 2.0, 0.0), ("nois", -1, 2.0, 1.0), ("nois", -1, 4.0, 0.0),
-])
-def test_plot_weights_known_values(method, sign, r, want):
-    import plot
-    w = plot.weights(method, torch.tensor([r], dtype=torch.float64), float(sign))
-    assert w.shape == (1,)
-    assert w.item() == pytest.approx(want, rel=1e-6, abs=1e-9)
-
-
-def test_plot_weights_match_the_whole_table():
-    import plot
-    rs = torch.tensor(list(RATIOS.values()), dtype=torch.float64)
-    for (method, sign), ws in HAND.items():
-        got = plot.weights(method, rs, float(sign), eps_low=EPS_LOW, eps_high=EPS_HIGH, clip_c=C)
-        torch.testing.assert_close(got, torch.tensor(ws, dtype=torch.float64), atol=1e-9, rtol=1e-6)
-    # the clip constants are passed through: with c = 5, aspo's positive weight at r = 0.25 is 1/r = 4, not c
-    assert plot.weights("aspo", torch.tensor([0.25]), 1.0, clip_c=5.0).item() == pytest.approx(4.0)
-    assert plot.weights("aspo", torch.tensor([0.25]), 1.0, clip_c=3.0).item() == pytest.approx(3.0)

@@ -22,7 +22,7 @@ def _alternating_score(monkeypatch):
         calls.append(completion)
         return float(len(calls) % 2)
 
-    monkeypatch.setattr(rewards, "score", fake)
+    monkeypatch.setattr(na, "score", fake)
     return calls
 
 
@@ -56,7 +56,7 @@ def test_rl_step_runs_and_reports_finite_metrics(method, monkeypatch):
 
 
 def test_rl_step_dead_groups_give_no_update(monkeypatch):
-    monkeypatch.setattr(rewards, "score", lambda p, c: 1.0)  # every group all-correct: A = 0 everywhere
+    monkeypatch.setattr(na, "score", lambda p, c: 1.0)  # every group all-correct: A = 0 everywhere
     cfg = _cfg()
     model = _model(cfg)
     before = {k: v.clone() for k, v in model.state_dict().items()}

@@ -3,7 +3,7 @@ import json
 import numpy as np
 import pytest
 
-import runs
+from experiments import runs
 
 
 def _run(method, seed, xs, ys, final=None):
