@@ -211,7 +211,7 @@ def test_metrics_omit_a_sign_that_is_absent():
     assert "clip_high_pos" in m and "clip_high_neg" not in m
 
 
-# --- advantages (§1) and pass@k -------------------------------------------------------------------------
+# --- advantages (§1) -------------------------------------------------------------------------
 def test_group_advantages_std_normalized():
     r = torch.tensor([[1.0, 0.0, 0.0, 1.0], [0.0, 0.0, 0.0, 1.0], [1.0, 1.0, 1.0, 1.0], [0.0, 0.0, 0.0, 0.0],
                       [0.3, 2.0, -1.0, 0.5]])
@@ -231,19 +231,3 @@ def test_group_advantages_without_std_is_centered():
     a = na.group_advantages(r, use_std=False)
     torch.testing.assert_close(a, r - r.mean(dim=1, keepdim=True), atol=0, rtol=0)
     assert a[1].tolist() == [-0.25, -0.25, -0.25, 0.75]
-
-
-@pytest.mark.parametrize("n,c,k,want", [(4, 1, 1, 0.25), (16, 0, 1, 0.0), (16, 0, 8, 0.0), (16, 16, 8, 1.0),
-                                        (4, 4, 1, 1.0), (4, 2, 2, 1 - 1 / 6), (16, 3, 1, 3 / 16), (10, 8, 3, 1.0)])
-def test_pass_at_k_known_values(n, c, k, want):
-    assert na.pass_at_k(n, c, k) == pytest.approx(want, abs=1e-12)
-
-
-def test_pass_at_k_equals_brute_force():
-    import itertools
-    for n in range(1, 7):
-        for c in range(n + 1):
-            for k in range(1, n + 1):
-                subsets = list(itertools.combinations([1] * c + [0] * (n - c), k))
-                want = sum(any(s) for s in subsets) / len(subsets)
-                assert na.pass_at_k(n, c, k) == pytest.approx(want, abs=1e-12), (n, c, k)
