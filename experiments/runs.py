@@ -24,6 +24,8 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import numpy as np
+
 ROOT = Path(__file__).resolve().parents[1]  # the repository: nano_aspo.py and its modules
 sys.path.insert(0, str(ROOT))
 

@@ -1,5 +1,5 @@
-"""check_loss.py (the per-token weight checker), the verl calling convention in nano_aspo (verl_loss, and
---methods FILE.py:FUNCTION in the RL loop), the verl plugin integrations/verl_aspo.py and the broken examples."""
+"""integrations/check_loss.py (the per-token weight checker) on the built-in methods, the verl plugin and the
+broken examples integrations/broken_aspo.py; bad input is one line and exit 2."""
 import importlib.util
 import itertools
 import json
@@ -9,13 +9,12 @@ import types
 import pytest
 import torch
 
-import check_loss
+from integrations import check_loss
 import nano_aspo as na
 from conftest import ROOT
-from test_rl import _alternating_score
 
 PLUGIN = f"{ROOT / 'integrations' / 'verl_aspo.py'}:compute_policy_loss_aspo"
-BROKEN = ROOT / "examples" / "broken_aspo.py"
+BROKEN = ROOT / "integrations" / "broken_aspo.py"
 
 
 def run(capsys, *argv):
@@ -105,60 +104,6 @@ def test_verl_plugin_is_aspo_for_any_valid_flags(capsys):
     assert rc == 1 and mismatch_lines(out)
 
 
-def _load_plugin(name="verl_aspo_under_test"):
-    spec = importlib.util.spec_from_file_location(name, ROOT / "integrations" / "verl_aspo.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-def test_verl_plugin_loss_and_gradient_equal_policy_loss_aspo():
-    gen = torch.Generator().manual_seed(0)
-    old = -torch.rand(6, 7, generator=gen, dtype=torch.float64) * 3
-    logp = (old + torch.randn(6, 7, generator=gen, dtype=torch.float64)).requires_grad_(True)  # r from ~0.05 to ~20
-    adv = torch.tensor([1.5, -0.5, 0.0, 2.0, -1.0, 0.7], dtype=torch.float64)
-    mask = torch.ones(6, 7, dtype=torch.float64)
-    mask[1, 4:] = 0
-    mask[3, 2:] = 0
-    config = na.VerlConfig(clip_ratio=0.2, clip_ratio_low=0.2, clip_ratio_high=0.28, clip_ratio_c=3.0)
-    loss, metrics = _load_plugin().compute_policy_loss_aspo(old, logp, adv[:, None].expand(-1, 7), mask, config=config)
-    want, _ = na.policy_loss("aspo", logp, old, adv, mask, 0.2, 0.28, 3.0)
-    assert loss.item() == pytest.approx(want.item(), rel=1e-12)
-    (g,), (g_want,) = torch.autograd.grad(loss, logp), torch.autograd.grad(want, logp)
-    torch.testing.assert_close(g, g_want, rtol=1e-12, atol=1e-15)
-    assert set(metrics) == {"actor/pg_clipfrac", "actor/ppo_kl", "actor/pg_clipfrac_lower"}
-
-
-@pytest.mark.parametrize("version,returns", [("0.7.0.dev", 2), ("0.6.1", 2), ("0.6.0", 4), ("0.5.0", 4)])
-def test_verl_plugin_registers_aspo_and_returns_what_that_verl_unpacks(monkeypatch, version, returns):
-    # a stand-in verl with the two names the plugin imports: registration at import, agg_loss used with verl's
-    # config.global_batch_info (verl >= 0.7 passes global token counts through it)
-    registry, agg_calls = {}, []
-
-    def agg_loss(loss_mat, loss_mask, loss_agg_mode, **global_batch_info):
-        agg_calls.append((loss_agg_mode, global_batch_info))
-        return (loss_mat * loss_mask).sum() / global_batch_info.get("batch_num_tokens", loss_mask.sum())
-
-    core_algos = types.SimpleNamespace(register_policy_loss=lambda name: lambda fn: registry.setdefault(name, fn),
-                                       agg_loss=agg_loss)
-    verl = types.ModuleType("verl")
-    verl.__version__ = version
-    for name, module in (("verl", verl), ("verl.trainer", types.ModuleType("verl.trainer")),
-                         ("verl.trainer.ppo", types.ModuleType("verl.trainer.ppo")),
-                         ("verl.trainer.ppo.core_algos", core_algos)):
-        monkeypatch.setitem(sys.modules, name, module)
-    plugin = _load_plugin()
-    assert registry == {"aspo": plugin.compute_policy_loss_aspo}
-    config = na.VerlConfig(clip_ratio=0.2, clip_ratio_low=None, clip_ratio_high=0.28, clip_ratio_c=3.0,
-                           global_batch_info={"batch_num_tokens": 8})
-    logp = torch.zeros(2, 3, requires_grad=True)
-    out = plugin.compute_policy_loss_aspo(torch.zeros(2, 3), logp, torch.ones(2, 3), torch.ones(2, 3),
-                                          loss_agg_mode="seq-mean-token-mean", config=config)
-    assert len(out) == returns
-    assert agg_calls == [("seq-mean-token-mean", {"batch_num_tokens": 8})]
-    assert out[0].item() == pytest.approx(-6 / 8)  # r = 1: every positive token's loss is -A/p = -1
-
-
 # --- bad input: one line on stderr, exit 2 --------------------------------------------------------------------
 GOOD_HEADER = "import torch\n\ndef fn(old_log_prob, log_prob, advantages, response_mask{extra}):\n"
 
@@ -205,39 +150,3 @@ def test_plot_draws_a_png(capsys, tmp_path):
     pytest.importorskip("matplotlib")
     rc, out, _ = run(capsys, "aspo", "--plot", tmp_path / "w.png")
     assert rc == 0 and (tmp_path / "w.png").stat().st_size > 10_000
-
-
-def test_plot_colors_any_method_name():
-    import plot
-    assert plot.color("aspo") == "tab:blue" and plot.color("grpo") == "tab:red"
-    spec = "my/file.py:fn"
-    assert plot.color(spec) in plot.MORE_COLORS and plot.color(spec) == plot.color(spec)
-
-
-# --- your loss in the toy: --methods FILE.py:FUNCTION --------------------------------------------------------------
-def test_a_bad_user_method_is_a_one_line_config_error(tmp_path):
-    with pytest.raises(ValueError, match=r"^--methods .*missing\.py:fn: no such file"):
-        na.parse_config(["--methods", f"grpo,{tmp_path / 'missing.py'}:fn"])
-    path = write(tmp_path, GOOD_HEADER.format(extra="") + "    return -(advantages * log_prob)\n")
-    with pytest.raises(ValueError, match="--methods .*not a scalar loss"):  # called once before any training
-        na.parse_config(["--methods", f"{path}:fn"])
-    assert na.parse_config(["--methods", f"grpo,{PLUGIN}"]).method_list == ["grpo", PLUGIN]
-
-
-def test_main_trains_a_user_loss_beside_the_builtins(tmp_path, tiny_args, monkeypatch):
-    _alternating_score(monkeypatch)  # every group half right: both signs of A, every token has a weight
-    out = tmp_path / "run"
-    argv = tiny_args + ["--steps", "2", "--eval-every", "1", "--quiet", "--out-dir", str(out), "--seeds", "3",
-                        "--lr", "1e-2", "--methods", f"grpo,aspo,{PLUGIN}"]
-    assert na.main(argv) == 0
-    lines = [json.loads(ln) for ln in (out / "metrics.jsonl").read_text().splitlines()]
-    summary = json.loads((out / "summary.json").read_text())
-    assert [(r["method"], r["seed"]) for r in summary["runs"]] == [("grpo", 3), ("aspo", 3), (PLUGIN, 3)]
-    assert all("error" not in r for r in summary["runs"])
-    assert {c["method"] for c in summary["comparison"]} == {"aspo", PLUGIN}  # each paired with grpo
-    by = {(d["method"], d["step"]): d for d in lines}
-    assert sorted(step for method, step in by if method == PLUGIN) == [0, 1, 2]
-    # the same checkpoint, prompts and sampling seeds, and the same weights (§5): the plugin trains as aspo does
-    assert by["aspo", 1]["abs_log_ratio"] > 1e-3  # the policy moved, so the weights mattered
-    for key in ("reward", "entropy", "abs_log_ratio", "below1_pos", "clip_low_neg", "grad_norm", "eval_entropy"):
-        assert by[PLUGIN, 2][key] == pytest.approx(by["aspo", 2][key], abs=1e-5), key

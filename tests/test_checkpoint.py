@@ -1,12 +1,15 @@
+"""The cached pretrained checkpoint: trained once then loaded, its key, and a corrupt or foreign file as one
+line (model.save_checkpoint / load_checkpoint, through nano_aspo.load_or_pretrain and directly)."""
 import dataclasses
 import json
-import random
 
 import pytest
 import torch
 
 import nano_aspo as na
 import rewards
+
+from model import GPT, GPTConfig, load_checkpoint, save_checkpoint
 
 CPU = torch.device("cpu")
 
@@ -38,7 +41,7 @@ def test_checkpoint_is_trained_once_then_loaded(tmp_path, monkeypatch):
         raise AssertionError("pretraining ran although a matching checkpoint exists")
 
     # (not na.pretrain itself: its source is part of the checkpoint key)
-    monkeypatch.setattr(rewards, "random_problem", no_training)
+    monkeypatch.setattr(na, "random_problem", no_training)
     mtime = p1.stat().st_mtime_ns
     m2, p2, s2 = na.load_or_pretrain(cfg, CPU, log=_quiet)
     assert p2 == p1 and s2 == 0.0
@@ -56,12 +59,6 @@ def test_checkpoint_is_trained_once_then_loaded(tmp_path, monkeypatch):
     m3, p3, s3 = na.load_or_pretrain(dataclasses.replace(cfg, teacher_noise=0.3), CPU, log=_quiet)
     assert p3 != p1 and p3.exists() and p1.exists() and s3 > 0
     assert not _same_weights(m1, m3)
-
-
-def test_pretraining_is_deterministic(tmp_path):
-    a, _, _ = na.load_or_pretrain(_cfg(tmp_path / "a"), CPU, log=_quiet)
-    b, _, _ = na.load_or_pretrain(_cfg(tmp_path / "b"), CPU, log=_quiet)
-    assert _same_weights(a, b)
 
 
 def _corrupt_with(path, kind, key):
@@ -102,65 +99,23 @@ def test_main_reports_a_corrupt_checkpoint_in_one_line(tmp_path, capsys, tiny_ar
     assert len(err) == 1 and str(path) in err[0]
 
 
-def _written(x, y):
-    """(prompt, completion the teacher wrote) per row: the prompt from the inputs, the completion decoded
-    from the targets that are not -100, which end with exactly one EOS; every target is the next input."""
-    rows = []
-    for xi, yi in zip(x.tolist(), y.tolist()):
-        assert xi[0] == na.BOS
-        text = na.decode([t for t in xi if t != na.PAD])
-        targets = [t for t in yi if t != -100]
-        assert targets[-1] == na.EOS and targets.count(na.EOS) == 1
-        for j, t in enumerate(yi[:-1]):  # the shift is right
-            if t != -100:
-                assert xi[j + 1] == t
-        rows.append((text[len("<|bos|>"):text.index("=") + 1], na.decode(targets[:-1])))
-    return rows
-
-
-def _carry(prompt):
-    return rewards.carry_problem([int(v) for v in prompt[:-1].split("+")], 3)
-
-
-def test_teacher_batch_fresh_training_problems_and_the_strategy_mixture(tmp_path):
-    rows = _written(*na.teacher_batch(_cfg(tmp_path, careful_share=0.3, teacher_noise=0.0, careful_noise=0.0),
-                                      400, random.Random(0), CPU))
-    assert len({pr for pr, _ in rows}) > 390  # fresh problems, not a small pool
-    assert all(rewards.split_of(pr) == "train" for pr, _ in rows)  # never a held-out prompt
-    careful = [w == _carry(pr).answer for pr, w in rows]
-    assert all(c or w == _carry(pr).shortcut for (pr, w), c in zip(rows, careful))  # one of the two strategies
-    assert 0.24 < sum(careful) / len(rows) < 0.36
-    # the shortcut is right exactly on easy problems, the careful answer everywhere
-    assert all(rewards.score(_carry(pr), w) == float(c or _carry(pr).easy) for (pr, w), c in zip(rows, careful))
-
-
-def test_teacher_noise_per_strategy(tmp_path):
-    # careful answers always corrupted, shortcut answers never: exactly the careful rows are wrong strings
-    cfg = _cfg(tmp_path, careful_share=0.5, teacher_noise=0.0, careful_noise=0.999999)
-    rows = _written(*na.teacher_batch(cfg, 200, random.Random(1), CPU))
-    shortcut = [w == _carry(pr).shortcut for pr, w in rows]
-    assert 60 < sum(shortcut) < 140
-    for (pr, w), s in zip(rows, shortcut):
-        if not s:  # a careful answer with one digit changed: same length, still marked c, wrong
-            assert w[0] == "c" and len(w) == len(_carry(pr).answer) and rewards.score(_carry(pr), w) == 0.0
-
-
-def test_teacher_batch_split_completions_are_correct_and_diverse(tmp_path):
-    cfg = _cfg(tmp_path, task="split", teacher_noise=0.0)
-    for prompt, written in _written(*na.teacher_batch(cfg, 64, random.Random(0), CPU)):
-        assert rewards.score(rewards.SplitProblem(prompt, "", parts=2), written) == 1.0, written
-    # (almost) full noise: every completion is wrong (one digit changed changes the sum)
-    cfg = _cfg(tmp_path, task="split", teacher_noise=0.999999)
-    rows = _written(*na.teacher_batch(cfg, 64, random.Random(0), CPU))
-    assert all(rewards.score(rewards.SplitProblem(pr, "", parts=2), w) == 0.0 for pr, w in rows)
-
-
 def test_task_and_teacher_mixture_are_part_of_the_checkpoint_key(tmp_path):
-    cfgs = [_cfg(tmp_path, task="split"), _cfg(tmp_path, task="arith"), _cfg(tmp_path),
+    cfgs = [_cfg(tmp_path, digits=2), _cfg(tmp_path, operands=3), _cfg(tmp_path),
             _cfg(tmp_path, careful_share=0.5), _cfg(tmp_path, careful_noise=0.1)]
     keys = [json.dumps(na.pretrain_key(c), sort_keys=True) for c in cfgs]
     assert len(set(keys)) == len(keys)
     # the RL prompt pool does not shape the checkpoint: pretraining draws its own fresh problems
     assert na.pretrain_key(_cfg(tmp_path, train_problems=300, easy_share=0.5)) == na.pretrain_key(cfgs[2])
-    assert isinstance(na.task_problems(cfgs[0], "train")[0], rewards.SplitProblem)
-    assert isinstance(na.task_problems(cfgs[2], "train")[0], rewards.CarryProblem)
+    assert all(isinstance(p, rewards.CarryProblem) for p in na.task_problems(cfgs[2], "train"))
+
+
+def test_save_then_load_checkpoint_round_trips_and_checks_the_key(tmp_path):
+    config = GPTConfig(vocab_size=8, block_size=6, n_layer=1, n_head=2, n_embd=8)
+    torch.manual_seed(0)
+    model = GPT(config)
+    path = tmp_path / "sub" / "ckpt.pt"
+    save_checkpoint(path, model, {"a": 1})
+    assert [p.name for p in path.parent.iterdir()] == ["ckpt.pt"]  # the temporary file was renamed
+    assert _same_weights(load_checkpoint(path, config, {"a": 1}, CPU), model)
+    with pytest.raises(RuntimeError, match="its key does not match"):
+        load_checkpoint(path, config, {"a": 2}, CPU)
