@@ -247,7 +247,7 @@ class Rollout:
 
     def member(self, s: int, S: int) -> "Rollout":
         """Member s's rows of a batched model's rollout (its rows are the s-th of S equal member-major parts)."""
-        return Rollout(*(getattr(self, f.name).chunk(S)[s] for f in dataclasses.fields(self)))
+        return self if S == 1 else Rollout(*(getattr(self, f.name).chunk(S)[s] for f in dataclasses.fields(self)))
 
 
 def draw(probs: torch.Tensor, generator) -> torch.Tensor:

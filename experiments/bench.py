@@ -15,6 +15,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository: nano_aspo.py and its modules
 import nano_aspo as na  # noqa: E402
+from batched import StackedGPT  # noqa: E402
 from model import GPT  # noqa: E402
 
 
@@ -58,9 +59,10 @@ def main(argv=None):
     print(f"pretraining: {1 / sec:.1f} steps/s of {cfg.pretrain_batch} sequences "
           f"({cfg.pretrain_steps} steps ~ {cfg.pretrain_steps * sec:.1f} s)")
 
-    rl_opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr)
+    policy = StackedGPT(model.config, [model])  # the RL step trains members; one here
+    rl_opt = torch.optim.AdamW(policy.parameters(), lr=cfg.lr)
     gen = torch.Generator(device=device).manual_seed(0)
-    times = [na.rl_step(model, rl_opt, problems, cfg, "aspo", gen)[1] for _ in range(6)][1:]
+    times = [na.rl_step(policy, rl_opt, [problems], cfg, ["aspo"], [gen])[1] for _ in range(6)][1:]
     roll_s = sum(t["rollout_s"] for t in times) / len(times)
     upd_s = sum(t["update_s"] for t in times) / len(times)
     print(f"one RL step ({cfg.prompts} prompts x {cfg.group} samples, mu = {cfg.mu}): "
