@@ -159,6 +159,13 @@ class StackedGPT(nn.Module):
         return total
 
 
+def multinomial_per_member(probs: torch.Tensor, generators: list) -> torch.Tensor:
+    """One token per row of probs (S*b, V), member-major, member s drawing from its own generators[s]: one
+    torch.multinomial call per member slice, so a member's draws are exactly those of its single-model
+    sampler with that generator, whatever the other members are (one generator for all rows would couple them)."""
+    return torch.cat([torch.multinomial(p, 1, generator=g) for p, g in zip(probs.chunk(len(generators)), generators)])
+
+
 def member_bytes(config: GPTConfig, rows: int, seq_len: int) -> int:
     """A rough upper estimate of one member's fp32 memory in a training step on `rows` sequences of
     `seq_len` tokens: weights, grads and the two AdamW moments (4 copies of the parameters), plus the

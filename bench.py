@@ -4,14 +4,18 @@ at the start and end, the curve subset in between), on the current device with t
 
     python bench.py                 # defaults of nano_aspo.py
     python bench.py --device cuda   # any nano_aspo.py flag is accepted
+    python bench.py --members 1,4,16,64   # instead: S members batched (batched.py) vs S models one at a time
+    OMP_NUM_THREADS=1 python bench.py --members 16   # the same on one thread
 """
 import random
 import sys
 import time
 
 import torch
+import torch.nn.functional as F
 
 import nano_aspo as na
+from batched import StackedGPT, multinomial_per_member
 from model import GPT
 
 
@@ -27,9 +31,84 @@ def timed(fn, repeats):
     return (time.perf_counter() - t0) / repeats, out
 
 
+def fastest(fns, trials):
+    """The least time of each function over `trials` interleaved runs (after one warm-up each): on a shared
+    machine the least disturbed run is the best estimate, and interleaving exposes both to the same load."""
+    for fn in fns:
+        fn()
+    best = [float("inf")] * len(fns)
+    for _ in range(trials):
+        for i, fn in enumerate(fns):
+            t0 = time.perf_counter()
+            fn()
+            best[i] = min(best[i], time.perf_counter() - t0)
+    return best
+
+
+def members_bench(cfg, device, sizes):
+    """Per-model time of an update (forward, backward, clip, AdamW on a minibatch of one RL step) and of the
+    sampler (one rollout batch), S members as one StackedGPT vs the same S GPTs one after another."""
+    mcfg = na.model_config(cfg)
+    rows = cfg.prompts * cfg.group // cfg.minibatches  # sequences per member per minibatch
+    T = na.max_new_tokens(cfg)
+    pool = na.task_problems(cfg, "train")
+    print(f"device {device}, torch {torch.__version__}, {torch.get_num_threads()} threads; update: {rows} sequences "
+          f"x {mcfg.block_size - 1} tokens per member, sampler: {cfg.prompts} prompts x {cfg.group} x {T} new tokens")
+    for S in sizes:
+        models = []
+        for s in range(S):
+            torch.manual_seed(s)
+            models.append(GPT(mcfg).to(device))
+        stacked = StackedGPT(mcfg, models)
+        seq = torch.randint(0, mcfg.vocab_size, (S * rows, mcfg.block_size), device=device)
+        x, y = seq[:, :-1], seq[:, 1:]
+
+        def step(model, opt, x, y, n):  # n members in `model`, rows member-major
+            loss = F.cross_entropy(model(x).flatten(0, 1), y.flatten(), reduction="none").view(n, -1).mean(1)
+            opt.zero_grad(set_to_none=True)
+            loss.sum().backward()  # the sum of the members' losses: each member gets its own gradient
+            if n > 1:
+                model.clip_grad_norm_(cfg.grad_clip)
+            else:
+                torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+            opt.step()
+
+        opts = [torch.optim.AdamW(m.parameters(), lr=cfg.lr) for m in models]
+        stacked_opt = torch.optim.AdamW(stacked.parameters(), lr=cfg.lr)
+        one, many = fastest([lambda: [step(m, o, x[s * rows:(s + 1) * rows], y[s * rows:(s + 1) * rows], 1)
+                                      for s, (m, o) in enumerate(zip(models, opts))],
+                             lambda: step(stacked, stacked_opt, x, y, S)], max(2, 16 // S))
+
+        prompts = [[na.prompt_ids(p) for p in random.Random(s).sample(pool, cfg.prompts) for _ in range(cfg.group)]
+                   for s in range(S)]
+        gen = torch.Generator(device=device).manual_seed(0)
+        one_s, many_s = fastest([lambda: [na.sample(m, p, T, cfg.temperature, gen) for m, p in zip(models, prompts)],
+                                 lambda: na.sample(stacked, sum(prompts, []), T, cfg.temperature, gen)],
+                                max(2, 8 // S))
+        # what per-member sampling generators would add: one multinomial per member slice at each decode step
+        probs = torch.rand(S * cfg.prompts * cfg.group, mcfg.vocab_size, device=device).softmax(-1)
+        gens = [torch.Generator(device=device).manual_seed(s) for s in range(S)]
+        shared, per = fastest([lambda: torch.multinomial(probs, 1, generator=gen),
+                               lambda: multinomial_per_member(probs, gens)], 20)
+        print(f"S={S:3d}  update {one / S * 1e3:6.2f} -> {many / S * 1e3:6.2f} ms per model ({one / many:5.2f}x)   "
+              f"sampler {one_s / S * 1e3:6.2f} -> {many_s / S * 1e3:6.2f} ms per model ({one_s / many_s:5.2f}x)   "
+              f"per-member generators +{(per - shared) * T / many_s:.1%} of the batched sampler")
+
+
 def main(argv=None):
+    argv = list(sys.argv[1:] if argv is None else argv)
+    sizes = None
+    if "--members" in argv:  # bench.py's own flag; the rest are nano_aspo.py's
+        i = argv.index("--members")
+        try:
+            sizes = [int(n) for n in argv[i + 1].split(",")]
+        except (IndexError, ValueError):
+            raise ValueError("--members must be comma-separated member counts, e.g. 1,4,16,64") from None
+        del argv[i:i + 2]
     cfg = na.parse_config(argv)
     device = na.pick_device(cfg.device)
+    if sizes:
+        return members_bench(cfg, device, sizes)
     torch.manual_seed(0)
     model = GPT(na.model_config(cfg)).to(device).eval()
     problems = na.task_problems(cfg, "train")[:cfg.prompts]

@@ -2,7 +2,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from batched import StackedGPT, max_members, member_bytes
+from batched import StackedGPT, max_members, member_bytes, multinomial_per_member
 from model import GPT, GPTConfig, KVCache
 
 CFG = GPTConfig(vocab_size=19, block_size=12, n_layer=2, n_head=2, n_embd=16)
@@ -175,3 +175,12 @@ def test_memory_estimate_bounds_what_autograd_keeps():
     per = member_bytes(CFG, rows, length)
     assert max_members(CFG, rows, length, 10 * per) == 10
     assert max_members(CFG, rows, length, per - 1) == 0
+
+
+def test_multinomial_per_member_draws_each_members_own_stream():
+    probs = torch.rand(S * b, CFG.vocab_size, generator=torch.Generator().manual_seed(0)).softmax(-1)
+    tok = multinomial_per_member(probs, [torch.Generator().manual_seed(10 + s) for s in range(S)])
+    assert tok.shape == (S * b, 1)
+    for s in range(S):
+        alone = torch.multinomial(probs[_rows(s)], 1, generator=torch.Generator().manual_seed(10 + s))
+        torch.testing.assert_close(tok[_rows(s)], alone, atol=0, rtol=0)
