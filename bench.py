@@ -32,17 +32,19 @@ def timed(fn, repeats):
 
 
 def fastest(fns, trials):
-    """The least time of each function over `trials` interleaved runs (after one warm-up each): on a shared
-    machine the least disturbed run is the best estimate, and interleaving exposes both to the same load."""
+    """The least wall and the least CPU time (this process, all its threads) of each function over `trials`
+    interleaved runs, after one warm-up each: on a shared machine the least disturbed run is the best
+    estimate, interleaving exposes all to the same load, and CPU time leaves out the waits for a core."""
     for fn in fns:
         fn()
-    best = [float("inf")] * len(fns)
+    wall, cpu = [float("inf")] * len(fns), [float("inf")] * len(fns)
     for _ in range(trials):
         for i, fn in enumerate(fns):
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.process_time()
             fn()
-            best[i] = min(best[i], time.perf_counter() - t0)
-    return best
+            wall[i] = min(wall[i], time.perf_counter() - t0)
+            cpu[i] = min(cpu[i], time.process_time() - c0)
+    return wall, cpu
 
 
 def members_bench(cfg, device, sizes):
@@ -75,24 +77,25 @@ def members_bench(cfg, device, sizes):
 
         opts = [torch.optim.AdamW(m.parameters(), lr=cfg.lr) for m in models]
         stacked_opt = torch.optim.AdamW(stacked.parameters(), lr=cfg.lr)
-        one, many = fastest([lambda: [step(m, o, x[s * rows:(s + 1) * rows], y[s * rows:(s + 1) * rows], 1)
+        (one, many), (one_c, many_c) = fastest([lambda: [step(m, o, x[s * rows:(s + 1) * rows], y[s * rows:(s + 1) * rows], 1)
                                       for s, (m, o) in enumerate(zip(models, opts))],
                              lambda: step(stacked, stacked_opt, x, y, S)], max(2, 16 // S))
 
         prompts = [[na.prompt_ids(p) for p in random.Random(s).sample(pool, cfg.prompts) for _ in range(cfg.group)]
                    for s in range(S)]
         gen = torch.Generator(device=device).manual_seed(0)
-        one_s, many_s = fastest([lambda: [na.sample(m, p, T, cfg.temperature, gen) for m, p in zip(models, prompts)],
+        (one_s, many_s), (one_sc, many_sc) = fastest([lambda: [na.sample(m, p, T, cfg.temperature, gen) for m, p in zip(models, prompts)],
                                  lambda: na.sample(stacked, sum(prompts, []), T, cfg.temperature, gen)],
                                 max(2, 8 // S))
         # what per-member sampling generators would add: one multinomial per member slice at each decode step
         probs = torch.rand(S * cfg.prompts * cfg.group, mcfg.vocab_size, device=device).softmax(-1)
         gens = [torch.Generator(device=device).manual_seed(s) for s in range(S)]
-        shared, per = fastest([lambda: torch.multinomial(probs, 1, generator=gen),
-                               lambda: multinomial_per_member(probs, gens)], 20)
-        print(f"S={S:3d}  update {one / S * 1e3:6.2f} -> {many / S * 1e3:6.2f} ms per model ({one / many:5.2f}x)   "
-              f"sampler {one_s / S * 1e3:6.2f} -> {many_s / S * 1e3:6.2f} ms per model ({one_s / many_s:5.2f}x)   "
-              f"per-member generators +{(per - shared) * T / many_s:.1%} of the batched sampler")
+        _, (shared, per) = fastest([lambda: torch.multinomial(probs, 1, generator=gen),
+                                    lambda: multinomial_per_member(probs, gens)], 20)
+        print(f"S={S:3d}  update {one / S * 1e3:6.2f} -> {many / S * 1e3:6.2f} ms per model ({one / many:5.2f}x, "
+              f"CPU time {one_c / many_c:5.2f}x)   sampler {one_s / S * 1e3:6.2f} -> {many_s / S * 1e3:6.2f} ms "
+              f"({one_s / many_s:5.2f}x, CPU time {one_sc / many_sc:5.2f}x)   per-member generators "
+              f"+{(per - shared) * 1e3:.2f} ms CPU per decode step, +{(per - shared) * T / many_sc:.1%} of the batched sampler")
 
 
 def main(argv=None):
