@@ -42,6 +42,8 @@ def fastest(fns, trials):
         for i, fn in enumerate(fns):
             t0, c0 = time.perf_counter(), time.process_time()
             fn()
+            if torch.cuda.is_available():
+                torch.cuda.synchronize()
             wall[i] = min(wall[i], time.perf_counter() - t0)
             cpu[i] = min(cpu[i], time.process_time() - c0)
     return wall, cpu
