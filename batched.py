@@ -1,9 +1,12 @@
 """S independent GPTs trained side by side as one batched model: the member dimension.
 
 Why it exists: a run trains every (method, seed) pair from the same checkpoint, and the tiny GPT on a
-(32 sequences, ~15 tokens) minibatch is far too small to keep a CPU (or GPU) busy: one model's step is
-mostly per-op overhead. Stacking S members' weights along a new leading dimension turns S small
-matmuls into one batched matmul (torch.bmm), so S models cost little more than one.
+(32 sequences, ~15 tokens) minibatch is far too small to keep a GPU, or two CPU threads, busy: its step
+is hundreds of small ops, each paying launch, dispatch and thread start-up costs. Stacking S members'
+weights along a new leading dimension makes every op S times larger and leaves their number as it is:
+S small matmuls become one batched matmul (torch.bmm), S AdamW steps one. What it cannot remove is the
+arithmetic itself, so on one CPU thread, where a single model's matmuls already run near the core's
+peak, the gain is small (bench.py --members measures both).
 
 It lives only here. model.py stays the single-model tutorial; StackedGPT reuses its Block, attention
 and MLP code unchanged and only swaps the layers that hold weights (Linear, LayerNorm, Embedding) for
@@ -128,7 +131,10 @@ class StackedGPT(nn.Module):
 
     def forward(self, idx: torch.Tensor, cache=None) -> torch.Tensor:
         """idx (S*b, T) member-major token ids -> logits (S*b, T, vocab), as GPT.forward per member.
-        With a cache (model.KVCache of batch S*b), idx holds only the new tokens."""
+        With a cache (model.KVCache of batch S*b), idx holds only the new tokens.
+
+        Only the row count can be checked: a caller that selects rows (a minibatch, a sampler's bucket of
+        equal prompt lengths) must take the same number b from every member and keep them member-major."""
         B, T = idx.shape
         S = self.n_members
         if B % S:
@@ -150,13 +156,20 @@ class StackedGPT(nn.Module):
         grad norms before clipping and scales member s's grads by min(1, max_norm / (norm_s + 1e-6))."""
         grads = [p.grad for p in self.parameters() if p.grad is not None]  # the tied wte/lm_head once, as in GPT
         if not grads:
-            return torch.zeros(self.n_members)
+            return torch.zeros(self.n_members, device=self.wte.weight.device)
         norms = torch.stack([g.flatten(1).norm(dim=1) for g in grads])  # (n_params, S)
         total = norms.norm(dim=0)  # (S,)
         coef = (max_norm / (total + 1e-6)).clamp(max=1.0)
         for g in grads:
             g.mul_(coef.view(-1, *[1] * (g.dim() - 1)))
         return total
+
+
+def multinomial_per_member(probs: torch.Tensor, generators: list) -> torch.Tensor:
+    """One token per row of probs (S*b, V), member-major, member s drawing from its own generators[s]: one
+    torch.multinomial call per member slice, so a member's draws are exactly those of its single-model
+    sampler with that generator, whatever the other members are (one generator for all rows would couple them)."""
+    return torch.cat([torch.multinomial(p, 1, generator=g) for p, g in zip(probs.chunk(len(generators)), generators)])
 
 
 def member_bytes(config: GPTConfig, rows: int, seq_len: int) -> int:

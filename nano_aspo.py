@@ -39,7 +39,7 @@ import torch.nn.functional as F
 
 from experiments.stats import (bootstrap_se, locked_in, lockin_share, paired_comparison, paired_lockin, start_line,
                                summary_lines)
-from batched import StackedGPT, member_bytes
+from batched import StackedGPT, member_bytes, multinomial_per_member
 from model import GPT, GPTConfig, KVCache, load_checkpoint, save_checkpoint
 from rewards import CAREFUL, SHORTCUT, CarryProblem, Problem, corrupt, make_problems, random_problem, score, split_of
 
@@ -251,12 +251,9 @@ class Rollout:
 
 
 def draw(probs: torch.Tensor, generator) -> torch.Tensor:
-    """One token per row of probs (b, V). With one generator per member of a batched model (a list, see
-    batched.py), each member's rows (member-major) draw from its own stream, as they would alone."""
-    if isinstance(generator, torch.Generator):
-        generator = [generator]
-    parts = probs.chunk(len(generator))
-    return torch.cat([torch.multinomial(p, 1, generator=g) for p, g in zip(parts, generator)]).squeeze(1)
+    """One token per row of probs (b, V). A list of generators is one per member of a batched model
+    (batched.py): each member's rows draw from its own stream, exactly as they would alone."""
+    return multinomial_per_member(probs, generator if isinstance(generator, list) else [generator]).squeeze(1)
 
 
 @torch.no_grad()

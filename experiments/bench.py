@@ -4,7 +4,9 @@ at the start and end, the curve subset in between), on the current device with t
 
     python experiments/bench.py                 # defaults of nano_aspo.py
     python experiments/bench.py --device cuda   # any nano_aspo.py flag is accepted
+    python experiments/bench.py --members 1,4,16,64   # instead: one RL step of S runs batched vs one after another
 """
+import math
 import random
 import sys
 import time
@@ -31,9 +33,60 @@ def timed(fn, repeats):
     return (time.perf_counter() - t0) / repeats, out
 
 
+def members_bench(cfg, device, sizes):
+    """Per-run time of one RL step (rollout and mu updates), S (method, seed) runs as one batched model
+    (nano_aspo's batched path) against the same S runs one after another (--no-batch-seeds), as ratios
+    measured side by side in this process: the least wall and CPU time of interleaved trials."""
+    base = GPT(na.model_config(cfg)).to(device).state_dict()  # untrained: every completion runs to full length
+    pool = na.task_problems(cfg, "train")
+    print(f"device {device}, torch {torch.__version__}, {torch.get_num_threads()} threads, {cfg.prompts} prompts x "
+          f"{cfg.group} samples, mu = {cfg.mu}")
+    for S in sizes:
+        methods = [("grpo", "aspo")[s % 2] for s in range(S)]
+        batches = [random.Random(s).sample(pool, cfg.prompts) for s in range(S)]
+        gens = [torch.Generator(device=device).manual_seed(s) for s in range(S)]
+        stacked = StackedGPT(na.model_config(cfg), [base] * S)
+        alone = [StackedGPT(na.model_config(cfg), [base]) for _ in range(S)]
+        opt = torch.optim.AdamW(stacked.parameters(), lr=cfg.lr)
+        opts = [torch.optim.AdamW(m.parameters(), lr=cfg.lr) for m in alone]
+        batched = lambda: na.rl_step(stacked, opt, batches, cfg, methods, gens)
+        one_by_one = lambda: [na.rl_step(m, o, [b], cfg, [method], [g])
+                              for m, o, b, method, g in zip(alone, opts, batches, methods, gens)]
+        (wall_b, wall_1), (cpu_b, cpu_1) = fastest([batched, one_by_one], 2)
+        print(f"S={S:3d}: {wall_1 / S * 1e3:7.1f} ms per run one after another, {wall_b / S * 1e3:7.1f} ms batched: "
+              f"{wall_1 / wall_b:5.2f}x (CPU time {cpu_1 / cpu_b:5.2f}x)")
+
+
+def fastest(fns, trials):
+    """The least wall and the least CPU time (this process, all its threads) of each function over `trials`
+    interleaved runs, after one warm-up each: on a shared machine the least disturbed run is the best
+    estimate, and interleaving exposes both to the same load."""
+    wall, cpu = [math.inf] * len(fns), [math.inf] * len(fns)
+    for trial in range(trials + 1):
+        for i, fn in enumerate(fns):
+            t0, c0 = time.perf_counter(), time.process_time()
+            fn()
+            if torch.cuda.is_available():
+                torch.cuda.synchronize()
+            if trial:  # the first round warms up
+                wall[i], cpu[i] = min(wall[i], time.perf_counter() - t0), min(cpu[i], time.process_time() - c0)
+    return wall, cpu
+
+
 def main(argv=None):
+    argv = list(sys.argv[1:] if argv is None else argv)
+    sizes = None
+    if "--members" in argv:  # bench.py's own flag; the rest are nano_aspo.py's
+        i = argv.index("--members")
+        try:
+            sizes = [int(n) for n in argv[i + 1].split(",")]
+        except (IndexError, ValueError):
+            raise ValueError("--members must be comma-separated member counts, e.g. 1,4,16,64") from None
+        del argv[i:i + 2]
     cfg = na.parse_config(argv)
     device = na.pick_device(cfg.device)
+    if sizes:
+        return members_bench(cfg, device, sizes)
     torch.manual_seed(0)
     model = GPT(na.model_config(cfg)).to(device).eval()
     problems = na.task_problems(cfg, "train")[:cfg.prompts]

@@ -1,8 +1,12 @@
+import random
+
 import pytest
 import torch
 import torch.nn.functional as F
 
-from batched import StackedGPT, max_members, member_bytes
+import nano_aspo as na
+import rewards
+from batched import StackedGPT, max_members, member_bytes, multinomial_per_member
 from model import GPT, GPTConfig, KVCache
 
 CFG = GPTConfig(vocab_size=19, block_size=12, n_layer=2, n_head=2, n_embd=16)
@@ -175,3 +179,32 @@ def test_memory_estimate_bounds_what_autograd_keeps():
     per = member_bytes(CFG, rows, length)
     assert max_members(CFG, rows, length, 10 * per) == 10
     assert max_members(CFG, rows, length, per - 1) == 0
+
+
+def test_multinomial_per_member_draws_each_members_own_stream():
+    probs = torch.rand(S * b, CFG.vocab_size, generator=torch.Generator().manual_seed(0)).softmax(-1)
+    tok = multinomial_per_member(probs, [torch.Generator().manual_seed(10 + s) for s in range(S)])
+    assert tok.shape == (S * b, 1)
+    for s in range(S):
+        alone = torch.multinomial(probs[_rows(s)], 1, generator=torch.Generator().manual_seed(10 + s))
+        torch.testing.assert_close(tok[_rows(s)], alone, atol=0, rtol=0)
+
+
+def test_tutorial_sampler_and_log_probs_run_on_the_stacked_model():
+    cfg = GPTConfig(vocab_size=na.VOCAB_SIZE, block_size=17, n_layer=1, n_head=2, n_embd=16)
+    models = []
+    for s in range(S):
+        torch.manual_seed(s)
+        models.append(GPT(cfg))
+    stacked = StackedGPT(cfg, models)
+    rng = random.Random(0)
+    # carry prompts all have one length (zero-padded operands), so the sampler's one bucket stays member-major
+    prompts = [na.prompt_ids(rewards.random_problem(rng)) for _ in range(S * b)]
+    roll = na.sample(stacked, prompts, 8, 1.0, torch.Generator().manual_seed(0))
+    rows = torch.arange(S * b)
+    with torch.no_grad():
+        logp = na.token_logps(stacked, roll, rows, 1.0)
+        torch.testing.assert_close(logp * roll.mask, roll.logp, atol=1e-5, rtol=0)
+        for s, m in enumerate(models):
+            alone = na.token_logps(m, roll, rows[_rows(s)], 1.0)
+            torch.testing.assert_close(logp[_rows(s)], alone, atol=1e-5, rtol=0)
