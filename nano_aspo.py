@@ -393,7 +393,9 @@ def policy_loss(method: str, logp: torch.Tensor, old_logp: torch.Tensor, advanta
         per_token = torch.where(pos, -A * rbar * unit * (ratio <= 1 + eps_high), grpo)
     elif ".py:" in method:  # a user's verl-style loss (--methods FILE.py:FUNCTION): integrations/user_loss.py
         from integrations.user_loss import user_loss
-        loss = user_loss(method)(logp, old_logp, advantages, mask, eps_low, eps_high, clip_c)
+        fn = user_loss(method)  # a verl loss takes one policy's (B, T): called once per member
+        loss = fn(logp, old_logp, advantages, mask, eps_low, eps_high, clip_c) if logp.dim() == 2 else torch.stack(
+            [fn(*member, eps_low, eps_high, clip_c) for member in zip(logp, old_logp, advantages, mask)])
         return loss, ratio_metrics(ratio.detach(), A, mask, eps_low, eps_high, clip_c)
     else:
         raise ValueError(f"unknown method {method!r}; expected one of {', '.join(METHODS)} or FILE.py:FUNCTION")

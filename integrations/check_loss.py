@@ -27,6 +27,10 @@ import nano_aspo as na  # noqa: E402
 from integrations.user_loss import one_line  # noqa: E402
 
 TOLERANCE = 1e-4
+# the references: every built-in method but the entropy-split ones, which clip each token by its entropy under
+# the current policy, an input verl's policy-loss call does not give (at equal entropies they are grpo, grpo
+# with the soft negative dual-clip, and aspo)
+REFERENCES = tuple(m for m in na.METHODS if m not in na.ENTROPY_METHODS)
 # two completions of four tokens; the second one's last token is padding (mask 0)
 OLD_LOGP = torch.tensor([[-1.7, -0.9, -2.3, -0.4], [-1.2, -3.0, -0.6, -1.5]], dtype=torch.float64)
 MASK = torch.tensor([[1.0, 1, 1, 1], [1, 1, 1, 0]], dtype=torch.float64)
@@ -145,7 +149,7 @@ def report(spec, measured, tables, reference, clip) -> tuple[list[str], list[str
             mismatches.append(f"{branch.name}: w = {got}, {reference} expects {want}")
     # closest: the fewest differing branches, then the smallest largest difference (a loss that is GRPO on
     # one side and ASPO on the other is named by the side that matches, not by the size of the other's gap)
-    closest = min(na.METHODS, key=lambda m: (differing(measured, tables[m]), largest_difference(measured, tables[m])))
+    closest = min(REFERENCES, key=lambda m: (differing(measured, tables[m]), largest_difference(measured, tables[m])))
     lines.append(f"closest built-in method: {closest} ({differing(measured, tables[closest])} of {len(measured)} "
                  f"branches differ, largest |w difference| {largest_difference(measured, tables[closest]):.3g})")
     return lines, mismatches
@@ -168,8 +172,8 @@ def main(argv=None) -> int:
     p.add_argument("function", metavar="FILE.py:FUNCTION",
                    help="a verl-style policy loss (keyword arguments old_log_prob, log_prob, advantages, "
                         "response_mask, and loss_agg_mode, config, rollout_is_weights where it takes them), or the "
-                        f"name of a built-in method ({', '.join(na.METHODS)}) to compare two of them")
-    p.add_argument("--reference", default="aspo", choices=na.METHODS, help="the method whose weights are expected")
+                        f"name of a built-in method ({', '.join(REFERENCES)}) to compare two of them")
+    p.add_argument("--reference", default="aspo", choices=REFERENCES, help="the method whose weights are expected")
     p.add_argument("--eps-low", type=float, default=defaults.eps_low,
                    help="lower clip range (verl: clip_ratio_low; clip_ratio gets it too)")
     p.add_argument("--eps-high", type=float, default=defaults.eps_high, help="upper clip range (verl: clip_ratio_high)")
@@ -180,13 +184,13 @@ def main(argv=None) -> int:
     clip = {"eps_low": a.eps_low, "eps_high": a.eps_high, "clip_c": a.clip_c}
     try:
         na.Config(**clip).validate()  # the same ranges as nano_aspo.py's flags
-        if a.function not in na.METHODS and ".py:" not in a.function:
-            raise ValueError(f"{a.function}: expected FILE.py:FUNCTION or one of {', '.join(na.METHODS)}")
+        if a.function not in REFERENCES and ".py:" not in a.function:
+            raise ValueError(f"{a.function}: expected FILE.py:FUNCTION or one of {', '.join(REFERENCES)}")
         try:
             measured = weight_table(a.function, **clip)
         except (ValueError, RuntimeError) as e:  # RuntimeError: autograd on a malformed graph
             raise ValueError(f"{a.function}: {e if isinstance(e, ValueError) else one_line(e)}") from None
-        tables = {m: weight_table(m, **clip) for m in na.METHODS}
+        tables = {m: weight_table(m, **clip) for m in REFERENCES}
         lines, mismatches = report(a.function, measured, tables, a.reference, clip)
         print("\n".join(lines))
         if a.plot:

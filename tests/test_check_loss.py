@@ -45,7 +45,7 @@ def loss(old_log_prob, log_prob, advantages, response_mask, loss_agg_mode="token
 """
 
 
-@pytest.mark.parametrize("method,reference", itertools.product(na.METHODS, na.METHODS))
+@pytest.mark.parametrize("method,reference", itertools.product(check_loss.REFERENCES, check_loss.REFERENCES))
 def test_each_builtin_passes_against_itself_and_fails_against_the_others(capsys, tmp_path, method, reference):
     # non-default flags: the probes follow them and the wrapped loss must read them from verl's config names
     path = write(tmp_path, WRAPPED.format(method=method))

@@ -4,7 +4,13 @@ import pytest
 import torch
 
 import nano_aspo as na
-from nano_aspo import policy_loss
+
+
+def policy_loss(method, logp, old, A, mask, *clip):
+    """nano_aspo.policy_loss with an entropy that is equal on every token: the entropy-split methods then
+    clip every token with the eps passed (no token above its row's 0.8 quantile), so they are grpo, grpo
+    with the soft negative dual-clip, and aspo here; tests/test_losses_shipped.py varies the entropy."""
+    return na.policy_loss(method, logp, old, A, mask, *clip, entropy=torch.zeros_like(logp))
 
 EPS_LOW, EPS_HIGH, C = 0.2, 0.28, 3.0
 RATIOS = {"below_1/c": 0.2, "between_1/c_and_1-eps_low": 0.5, "inside_below_1": 0.9, "inside_above_1": 1.1,
@@ -12,15 +18,18 @@ RATIOS = {"below_1/c": 0.2, "between_1/c_and_1-eps_low": 0.5, "inside_below_1": 
 
 
 def expected_w(method, A, r):
-    """The per-token weights of ASPO.md §4 (grpo), §5 (aspo), and the no-IS ablation."""
+    """The per-token weights of ASPO.md §4 (grpo), §5 (aspo), and the no-IS ablation; the entropy-split
+    methods at equal entropies (every token narrow: the eps passed)."""
     grpo = (r if r <= 1 + EPS_HIGH else 0.0) if A > 0 else (r if 1 - EPS_LOW <= r <= C else 0.0)
-    if method in ("grpo", "posmean") or (method == "aspo-hardneg" and A < 0):
+    if method in ("grpo", "posmean", "grpo-ent"):
         return grpo  # posmean: a row of equal ratios has rbar = r, so its weights are grpo's
     if method == "nois":
         return 1.0 if grpo != 0.0 else 0.0
-    if A > 0:
+    if (method == "aspo-hardneg" and A < 0) or (method == "grpo-ent-softneg" and A > 0):
+        return grpo
+    if A > 0:  # aspo's flip and soft dual-clip (aspo, aspo-ref, aspo-hardneg)
         return C if r < 1 / C else (1 / r if r <= 1 + EPS_HIGH else 0.0)
-    return C if r > C else (r if r >= 1 - EPS_LOW else 0.0)
+    return C if r > C else (r if r >= 1 - EPS_LOW else 0.0)  # aspo's negative side (and grpo-ent-softneg's)
 
 
 # the table, written out by hand from ASPO.md (so that expected_w itself is checked)
@@ -30,6 +39,9 @@ HAND = {
     ("nois", 1): [1.0, 1.0, 1.0, 1.0, 0.0, 0.0], ("nois", -1): [0.0, 0.0, 1.0, 1.0, 1.0, 0.0],
     ("posmean", 1): [0.2, 0.5, 0.9, 1.1, 0.0, 0.0], ("posmean", -1): [0.0, 0.0, 0.9, 1.1, 2.0, 0.0],
     ("aspo-hardneg", 1): [3.0, 2.0, 1 / 0.9, 1 / 1.1, 0.0, 0.0], ("aspo-hardneg", -1): [0.0, 0.0, 0.9, 1.1, 2.0, 0.0],
+    ("grpo-ent", 1): [0.2, 0.5, 0.9, 1.1, 0.0, 0.0], ("grpo-ent", -1): [0.0, 0.0, 0.9, 1.1, 2.0, 0.0],
+    ("grpo-ent-softneg", 1): [0.2, 0.5, 0.9, 1.1, 0.0, 0.0], ("grpo-ent-softneg", -1): [0.0, 0.0, 0.9, 1.1, 2.0, 3.0],
+    ("aspo-ref", 1): [3.0, 2.0, 1 / 0.9, 1 / 1.1, 0.0, 0.0], ("aspo-ref", -1): [0.0, 0.0, 0.9, 1.1, 2.0, 3.0],
 }
 
 
@@ -41,7 +53,8 @@ def test_expected_table_matches_hand_table():
 
 def weights(method, logp, old, A, mask):
     """The per-token weights of policy_loss by the one probe, nano_aspo.token_weights, at this file's clip range."""
-    return na.token_weights(method, logp, old, A, mask, eps_low=EPS_LOW, eps_high=EPS_HIGH, clip_c=C)
+    return na.token_weights(method, logp, old, A, mask, entropy=torch.zeros_like(logp), eps_low=EPS_LOW,
+                            eps_high=EPS_HIGH, clip_c=C)
 
 
 def test_posmean_weights_each_positive_token_by_its_completions_mean_ratio():

@@ -27,8 +27,15 @@ def _alternating_score(monkeypatch):
 
 
 def _model(cfg, seed=0):
+    """A one-member batched model: the RL step trains members (batched.py), one here."""
     torch.manual_seed(seed)
-    return na.GPT(na.model_config(cfg))
+    return na.StackedGPT(na.model_config(cfg), [na.GPT(na.model_config(cfg))])
+
+
+def _step(model, opt, problems, cfg, method, gen):
+    """rl_step of one run: its metrics and the timings."""
+    ms, t = na.rl_step(model, opt, [problems], cfg, [method], [gen])
+    return ms[0], t
 
 
 @pytest.mark.parametrize("method", na.METHODS)
@@ -39,7 +46,7 @@ def test_rl_step_runs_and_reports_finite_metrics(method, monkeypatch):
     before = {k: v.clone() for k, v in model.state_dict().items()}
     opt_ = torch.optim.AdamW(model.parameters(), lr=cfg.lr)
     problems = rewards.make_problems(cfg.prompts, 0, "train")
-    m, t = na.rl_step(model, opt_, problems, cfg, method, torch.Generator().manual_seed(0))
+    m, t = _step(model, opt_, problems, cfg, method, torch.Generator().manual_seed(0))
     assert len(calls) == cfg.prompts * cfg.group
     for key in ("reward", "entropy", "dead_groups", "distinct", "grad_norm", "abs_log_ratio", "clip_high_pos",
                 "clip_high_neg", "clip_low_pos", "clip_low_neg", "clip_dual_pos", "clip_dual_neg", "below1_pos",
@@ -61,7 +68,7 @@ def test_rl_step_dead_groups_give_no_update(monkeypatch):
     model = _model(cfg)
     before = {k: v.clone() for k, v in model.state_dict().items()}
     opt_ = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=0.0)
-    m, _ = na.rl_step(model, opt_, rewards.make_problems(cfg.prompts, 0, "train"), cfg, "aspo",
+    m, _ = _step(model, opt_, rewards.make_problems(cfg.prompts, 0, "train"), cfg, "aspo",
                       torch.Generator().manual_seed(0))
     assert m["dead_groups"] == 1.0 and m["reward"] == 1.0 and m["grad_norm"] == 0.0
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
@@ -75,7 +82,7 @@ def _count_steps(cfg, monkeypatch):
     n = []
     step = opt_.step
     monkeypatch.setattr(opt_, "step", lambda *a, **k: (n.append(1), step(*a, **k))[1])
-    na.rl_step(model, opt_, rewards.make_problems(cfg.prompts, 0, "train"), cfg, "grpo",
+    _step(model, opt_, rewards.make_problems(cfg.prompts, 0, "train"), cfg, "grpo",
                torch.Generator().manual_seed(0))
     return len(n)
 

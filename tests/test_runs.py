@@ -10,9 +10,10 @@ def test_tradeoff_suite_end_to_end_is_resumable_and_reports(tmp_path, tiny_args,
             *tiny_args, "--steps", "2", "--eval-every", "1", "--lr", "1e-2"]
     assert runs.main(argv) == 0
     out = capsys.readouterr().out
-    done = sorted(p.parent.parent.name for p in (tmp_path / "tradeoff").glob("*/s4/summary.json"))
-    assert done == ["aspo@0.0025", "aspo@0.005", "aspo@0.01", "grpo@0.0025", "grpo@0.005", "grpo@0.01"]
-    assert out.count("done ") == 7  # the checkpoint's start run and the six runs
+    # one batched process per learning rate, each with both methods of the seed
+    done = sorted(p.parent.name for p in (tmp_path / "tradeoff").glob("*/summary.json"))
+    assert done == ["lr0.0025", "lr0.005", "lr0.01"]
+    assert out.count("done ") == 4  # the checkpoint's start run and the three learning rates
     suite = load_suite(tmp_path / "tradeoff")
     assert len(suite) == 6 and all(len(r["path"]) == 3 for r in suite)  # step 0 and two evaluations
     # one shared checkpoint: every run starts from the same held-out numbers
@@ -20,7 +21,7 @@ def test_tradeoff_suite_end_to_end_is_resumable_and_reports(tmp_path, tiny_args,
     report = (tmp_path / "report.md").read_text()
     assert "aspo@0.01 - grpo@0.01, pass@1" in report and "pace-free" in report
     assert runs.main(argv) == 0  # again: everything is skipped
-    assert capsys.readouterr().out.count("skip ") == 7
+    assert capsys.readouterr().out.count("skip ") == 4
     # the suite's own flags win over the same flags after --: every run kept its seed, method and lr
     for r in suite:
         assert r["seed"] == 4 and r["method"].split("@")[0] in ("grpo", "aspo")
@@ -28,7 +29,7 @@ def test_tradeoff_suite_end_to_end_is_resumable_and_reports(tmp_path, tiny_args,
     assert ckpt_start["config"]["steps"] == 0 and ckpt_start["runs"] == []  # not the --steps 2 after --
     # another setting after -- is another experiment: nothing is skipped
     assert runs.main(argv + ["--eval-samples", "3"]) == 0
-    assert capsys.readouterr().out.count("done ") == 7
+    assert capsys.readouterr().out.count("done ") == 4
 
 
 def test_bad_arguments_are_one_line_errors(tmp_path, capsys):

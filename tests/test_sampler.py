@@ -111,16 +111,16 @@ def test_rollout_logp_equals_training_path_logp():
     for temperature in (1.0, 0.7, 1.6):
         roll = _sample(model, prompts, 11, T=9, temperature=temperature)
         rows = torch.arange(len(prompts))
-        lp = na.token_logps(model, roll, rows, temperature)
+        lp = na.token_logps(model, roll, rows, temperature)[0]
         valid = roll.mask > 0
         assert valid.sum() > 20
         torch.testing.assert_close(lp[valid], roll.logp[valid], atol=1e-5, rtol=0)
         # a subset of rows, out of order (as a minibatch is)
         sub = torch.tensor([7, 0, 3, 10])
-        lp_sub = na.token_logps(model, roll, sub, temperature)
+        lp_sub = na.token_logps(model, roll, sub, temperature)[0]
         torch.testing.assert_close(lp_sub[valid[sub]], roll.logp[sub][valid[sub]], atol=1e-5, rtol=0)
         # the temperature really is applied: at another temperature the log-probs differ
-        other = na.token_logps(model, roll, rows, temperature * 2)
+        other = na.token_logps(model, roll, rows, temperature * 2)[0]
         assert (other[valid] - roll.logp[valid]).abs().max() > 1e-3
 
 
