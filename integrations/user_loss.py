@@ -90,18 +90,35 @@ def load_verl_loss(spec: str):
     return fn
 
 
+def verl_config(mask, eps_low, eps_high, clip_c):
+    """The actor config a verl policy loss gets: our clip settings, and every other field verl 0.9.1's own policy
+    losses read, at verl's defaults (tests/test_verl_real.py compares them with its ActorConfig), so that its
+    built-in losses run here as they are. global_batch_info is what verl's ppo_loss puts there for one process and
+    one micro-batch; verl's agg_loss then normalizes by this batch (token-mean: by its valid tokens). Where verl
+    is loaded (the loss's file imported it), the config is verl's own ActorConfig, which some of its losses assert."""
+    clip = {"clip_ratio": eps_low, "clip_ratio_low": eps_low, "clip_ratio_high": eps_high, "clip_ratio_c": clip_c}
+    batch = {"dp_size": 1, "batch_num_tokens": int(mask.sum()), "global_batch_size": mask.shape[0],
+             "loss_scale_factor": None}
+    actor_config = getattr(sys.modules.get("verl.workers.config"), "ActorConfig", None)
+    if actor_config is not None:
+        return actor_config(strategy="fsdp", rollout_n=1, ppo_micro_batch_size_per_gpu=1, **clip,
+                            global_batch_info=batch)
+    return VerlConfig(**clip, loss_scale_factor=None, tau_pos=1.0, tau_neg=1.05, global_batch_info=batch,
+                      policy_loss=VerlConfig(loss_mode="vanilla", clip_cov_ratio=0.0002, clip_cov_lb=1.0,
+                                             clip_cov_ub=5.0, kl_cov_ratio=0.0002, ppo_kl_coef=0.1, dro_beta=None))
+
+
 def call_verl_loss(fn, logp, old_logp, advantages, mask, eps_low=0.2, eps_high=0.28, clip_c=3.0, **_):
     """fn called as verl's actor calls a policy loss, returning its scalar loss. fn gets per-token
     advantages (B, T) (constant along a row, §1), the response mask, loss_agg_mode="token-mean" (§3),
-    config with the clip settings and rollout_is_weights=None (no rollout correction: our sampler and
-    trainer are the same model); its loss is its return value or the first element of it (verl returns
+    config (verl_config: the clip settings and verl's other fields) and rollout_is_weights=None (no
+    rollout correction: our sampler and trainer are the same model); its loss is its return value or the first element of it (verl returns
     (loss, metrics) or, before 0.6.1, a 4-tuple). ValueError, one line, where fn raises, returns no
     scalar, or returns a loss without a gradient. Keywords fn has no use for (entropy, ...) are dropped."""
     A = advantages[:, None].expand_as(logp)
     given = {"old_log_prob": old_logp, "log_prob": logp, "advantages": A.contiguous(), "response_mask": mask,
              "loss_agg_mode": "token-mean", "rollout_is_weights": None,
-             "config": VerlConfig(clip_ratio=eps_low, clip_ratio_low=eps_low, clip_ratio_high=eps_high,
-                                  clip_ratio_c=clip_c)}
+             "config": verl_config(mask, eps_low, eps_high, clip_c)}
     all_true = torch.ones_like(mask, dtype=torch.bool)
     try:
         out = fn(**{name: given.get(name, all_true) for name in verl_params(fn)})

@@ -10,11 +10,13 @@ Per-token gradient weights w(r, sign A), r = pi_theta / pi_old (nano-aspo's ASPO
 with eps_low, eps_high, c read from verl's actor config (clip_ratio_low, clip_ratio_high, clip_ratio_c).
 Check it (and any edit of it) with nano-aspo's checker, which needs no verl:
 
-    python check_loss.py integrations/verl_aspo.py:compute_policy_loss_aspo --reference aspo
+    python integrations/check_loss.py integrations/verl_aspo.py:compute_policy_loss_aspo --reference aspo
 
 verl is imported only when present: without it the function is plain torch and aggregates by token-mean.
 verl changed what a policy loss returns in 0.6.1 (from a 4-tuple to (loss, metrics)); this file returns
-whichever the installed verl unpacks.
+whichever the installed verl unpacks, and refuses a verl outside 0.5 to 0.9 in one line. verl 0.9.x also
+imports it from a "verl.plugins" entry point (aspo = "verl_aspo") of an installed package. Leave verl's
+algorithm.rollout_correction.bypass_mode off: it replaces loss_mode by verl's own "bypass_mode" loss.
 """
 import re
 
@@ -22,12 +24,31 @@ import torch
 
 try:
     import verl
-    from verl.trainer.ppo.core_algos import agg_loss, register_policy_loss
 except ImportError:
     verl = None
 
+# the releases this file was run inside (tests/test_verl_real.py pins the newest). The policy-loss registry and
+# signature it relies on exist from 0.5; a later minor release may change either, so it is refused, not guessed at.
+SUPPORTED_MINORS = ((0, 5), (0, 9))
+TESTED = "0.5.0, 0.6.0, 0.6.1, 0.7.0, 0.7.1, 0.8.0, 0.9.0, 0.9.1"
+
+
+def version_tuple(version: str) -> tuple:
+    return tuple(int(x) for x in re.findall(r"\d+", version)[:3])
+
+
+def check_version(version: str) -> None:
+    """ImportError, one line, naming the installed and the supported versions, before anything of verl is used."""
+    if not SUPPORTED_MINORS[0] <= version_tuple(version)[:2] <= SUPPORTED_MINORS[1]:
+        raise ImportError(f"verl_aspo supports verl 0.5 to 0.9 (run inside {TESTED}); installed: verl {version}")
+
+
+if verl is not None:
+    check_version(verl.__version__)
+    from verl.trainer.ppo.core_algos import agg_loss, register_policy_loss
+
 # verl < 0.6.1 unpacks (pg_loss, pg_clipfrac, ppo_kl, pg_clipfrac_lower); 0.6.1 and later (pg_loss, metrics dict)
-RETURNS_TUPLE_OF_4 = verl is not None and tuple(int(x) for x in re.findall(r"\d+", verl.__version__)[:3]) < (0, 6, 1)
+RETURNS_TUPLE_OF_4 = verl is not None and version_tuple(verl.__version__) < (0, 6, 1)
 
 
 def _masked_mean(x, mask):

@@ -1,5 +1,7 @@
 """Shared test setup: the repo root on sys.path, one CPU thread (the suite runs beside other work), and
 tiny configurations so the whole suite stays fast on 2 cores."""
+import importlib
+import os
 import sys
 from pathlib import Path
 
@@ -22,3 +24,12 @@ TINY_ARGS = ["--device", "cpu", "--n-layer", "1", "--n-embd", "16", "--n-head", 
 @pytest.fixture
 def tiny_args():
     return list(TINY_ARGS)
+
+
+def require(module: str, what: str):
+    """module, imported, for the tests of a real trainer (integrations/requirements.txt installs them). Without it
+    the test skips, with a reason the summary shows; in CI (CI=true, as .ci/run and most CI services set it) it
+    must be there, so a missing trainer fails instead of passing silently."""
+    if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
+        return importlib.import_module(module)
+    return pytest.importorskip(module, reason=f"{what} needs {module}: install it as .ci/run does")

@@ -1,0 +1,205 @@
+"""integrations/verl_aspo.py and integrations/check_loss.py inside a real verl, the release
+integrations/requirements-verl.txt pins: registration and retrieval through verl's own registry and plugin loaders,
+the call exactly as that release's loss path makes it (verl.workers.utils.losses.ppo_loss with its FSDPActorConfig
+and its aggregation), what it returns, equality with verl's vanilla at r = 1, and check_loss on the plugin and on
+verl's own losses. Skipped without verl (the reason shows in the summary); under CI a missing verl fails
+(conftest.require)."""
+import importlib
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+import nano_aspo as na
+from conftest import ROOT, require
+from integrations import check_loss, user_loss
+
+PINNED = (ROOT / "integrations" / "requirements-verl.txt").read_text().split("verl==")[1].split()[0]
+AGG_MODES = ("token-mean", "token-sum", "seq-mean-token-sum", "seq-mean-token-sum-norm", "seq-mean-token-mean")
+CLIP = {"clip_ratio": 0.2, "clip_ratio_low": 0.2, "clip_ratio_high": 0.28, "clip_ratio_c": 3.0}
+
+
+@pytest.fixture(scope="module")
+def verl():
+    # imported by the tests that need it, not at collection: importing verl (and Ray) takes seconds
+    return require("verl", "running ASPO inside verl")
+
+
+@pytest.fixture
+def plugin(verl, monkeypatch):
+    """verl_aspo imported afresh, as verl's workers import it (external_lib=verl_aspo): importing registers "aspo"
+    (check_loss's loads of the same file register their own copies)."""
+    monkeypatch.syspath_prepend(str(ROOT / "integrations"))
+    monkeypatch.delitem(sys.modules, "verl_aspo", raising=False)
+    return importlib.import_module("verl_aspo")
+
+
+@pytest.mark.parametrize("ci", ["true", ""])
+def test_a_missing_trainer_skips_with_its_reason_but_fails_under_ci(monkeypatch, ci):
+    monkeypatch.setenv("CI", ci)
+    with pytest.raises(ModuleNotFoundError if ci else pytest.skip.Exception) as e:
+        require("no_such_trainer", "running ASPO inside it")
+    assert "no_such_trainer" in str(e.value)
+
+
+def test_the_installed_verl_is_the_pinned_release(verl):
+    assert verl.__version__ == PINNED
+
+
+def test_importing_the_plugin_registers_aspo_in_verls_registry(plugin):
+    from verl.trainer.ppo.core_algos import get_policy_loss_fn
+    assert get_policy_loss_fn("aspo") is plugin.compute_policy_loss_aspo
+    # what 0.9.1's ppo_loss unpacks: (scalar loss, metrics dict), as its vanilla returns
+    logp, old, adv, mask = batch(1.0)
+    config = user_loss.verl_config(mask, 0.2, 0.28, 3.0)  # verl's ActorConfig, verl being loaded
+    out = {mode: get_policy_loss_fn(mode)(old_log_prob=old, log_prob=logp, advantages=adv, response_mask=mask,
+                                          config=config) for mode in ("aspo", "vanilla")}
+    for loss, metrics in out.values():
+        assert loss.shape == () and all(isinstance(v, float) for v in metrics.values())
+    assert set(out["aspo"][1]) == set(out["vanilla"][1])
+
+
+def ppo_loss(loss_mode, logp, old_logp, advantages, mask, loss_agg_mode):
+    """verl's own actor loss (workers/utils/losses.py) on a batch laid out as its FSDP engine passes one: the
+    model's log-probs unpadded (one row of prompt + response tokens after another), the batch as a TensorDict with
+    the global token and sequence counts of one process."""
+    from tensordict import TensorDict
+    from verl.utils import tensordict_utils as tu
+    from verl.workers.config import FSDPActorConfig, PolicyLossConfig
+    from verl.workers.utils.losses import ppo_loss as verl_ppo_loss
+
+    config = FSDPActorConfig(strategy="fsdp", rollout_n=2, ppo_mini_batch_size=2, ppo_micro_batch_size_per_gpu=2,
+                             loss_agg_mode=loss_agg_mode, policy_loss=PolicyLossConfig(loss_mode=loss_mode), **CLIP)
+    (b, t), prompt = logp.shape, 2
+    # the log-prob of response token j is read at position prompt + j - 1 (verl's no_padding_2_padding)
+    unpadded = torch.cat([logp.new_zeros(b, prompt - 1), logp, logp.new_zeros(b, 1)], dim=1).reshape(-1)
+    data = TensorDict({"prompts": torch.ones(b, prompt, dtype=torch.long),
+                       "responses": torch.ones(b, t, dtype=torch.long),
+                       "attention_mask": torch.ones(b, prompt + t, dtype=torch.long),
+                       "response_mask": mask, "old_log_probs": old_logp, "advantages": advantages}, batch_size=[b])
+    tu.assign_non_tensor(data, dp_size=1, batch_num_tokens=int(mask.sum()), global_batch_size=b)
+    return verl_ppo_loss(config, {"log_probs": unpadded}, data)
+
+
+def batch(spread):
+    """Log-probs with ratios exp(spread * noise), both signs of A, a padded completion."""
+    gen = torch.Generator().manual_seed(0)
+    old = -torch.rand(4, 5, generator=gen, dtype=torch.float64) * 3
+    logp = (old + spread * torch.randn(4, 5, generator=gen, dtype=torch.float64)).requires_grad_(True)
+    adv = torch.tensor([1.5, -0.5, 2.0, -1.0], dtype=torch.float64)[:, None].expand(-1, 5).contiguous()
+    mask = torch.ones(4, 5, dtype=torch.float64)
+    mask[2, 3:] = 0
+    return logp, old, adv, mask
+
+
+@pytest.mark.parametrize("loss_agg_mode", AGG_MODES)
+def test_through_verls_ppo_loss_the_plugin_equals_vanilla_at_r_equal_1(plugin, loss_agg_mode):
+    logp, _, adv, mask = batch(0.0)
+    out = {}
+    for mode in ("aspo", "vanilla"):
+        loss, metrics = ppo_loss(mode, logp, logp.detach(), adv, mask, loss_agg_mode)
+        (grad,) = torch.autograd.grad(loss, logp)
+        out[mode] = loss, grad, metrics
+    (loss, grad, metrics), (v_loss, v_grad, v_metrics) = out["aspo"], out["vanilla"]
+    assert loss.shape == () and torch.equal(loss, v_loss) and torch.equal(grad, v_grad)
+    assert grad[mask == 0].abs().max() == 0 and grad[mask > 0].abs().min() > 0  # padding only has no gradient
+    assert set(metrics) == set(v_metrics)  # the same metrics for verl's logger, values and aggregation wrapped
+
+
+def test_through_verls_ppo_loss_the_plugin_has_aspos_gradient_off_policy(plugin):
+    logp, old, adv, mask = batch(1.0)  # ratios from about 0.1 to 10: every branch of the weight table
+    loss, _ = ppo_loss("aspo", logp, old, adv, mask, "token-mean")  # no entropy, no KL: the policy loss alone
+    want, _ = na.policy_loss("aspo", logp, old, adv[:, 0], mask, 0.2, 0.28, 3.0)
+    assert loss.item() == pytest.approx(want.item(), rel=1e-12)
+    (grad,), (grad_want,) = torch.autograd.grad(loss, logp), torch.autograd.grad(want, logp)
+    torch.testing.assert_close(grad, grad_want, rtol=1e-12, atol=1e-15)
+
+
+def check(capsys, spec, reference):
+    """check_loss.main -> (exit code, stdout lines, stderr)."""
+    rc = check_loss.main([spec, "--reference", reference])
+    cap = capsys.readouterr()
+    return rc, cap.out.strip().splitlines(), cap.err
+
+
+def test_check_loss_passes_the_plugin_inside_verl(verl, capsys):
+    rc, out, _ = check(capsys, f"{ROOT / 'integrations' / 'verl_aspo.py'}:compute_policy_loss_aspo", "aspo")
+    assert rc == 0 and out[-1] == "all 18 branches match aspo within 0.0001"
+
+
+def test_check_loss_checks_verls_own_vanilla_and_it_is_grpo(verl, capsys):
+    from verl.trainer.ppo import core_algos
+    rc, out, _ = check(capsys, f"{core_algos.__file__}:compute_policy_loss_vanilla", "grpo")
+    assert rc == 0 and out[-1] == "all 18 branches match grpo within 0.0001"
+
+
+def test_check_loss_weighs_every_builtin_loss_of_verl(verl, capsys):
+    # each gets the config class it asserts (verl's ActorConfig) and every field it reads; only DRO needs a value
+    # that has no default (policy_loss.dro_beta), and check_loss says so in one line
+    from verl.trainer.ppo import core_algos
+    builtins = {name: fn for name, fn in core_algos.POLICY_LOSS_REGISTRY.items()
+                if fn.__module__ == core_algos.__name__}  # not plugins such as aspo
+    assert len(builtins) >= 10, builtins
+    for name, fn in builtins.items():
+        rc, out, err = check(capsys, f"{core_algos.__file__}:{fn.__name__}", "grpo")
+        if name == "dro":
+            assert rc == 2 and "dro_beta must be a positive value" in err and len(err.splitlines()) == 1, err
+        else:
+            assert rc in (0, 1) and err == "" and any(ln.startswith("closest built-in method") for ln in out), name
+
+
+def test_the_stand_in_config_has_verls_defaults_for_every_field_it_sets(verl, monkeypatch):
+    # without verl loaded, check_loss passes a stand-in; its fields must be what verl's ActorConfig would hold
+    from verl.workers.config import ActorConfig
+    mask = torch.ones(3, 4)
+    real = user_loss.verl_config(mask, 0.2, 0.28, 3.0)
+    assert isinstance(real, ActorConfig)
+    monkeypatch.delitem(sys.modules, "verl.workers.config")
+    stand_in = user_loss.verl_config(mask, 0.2, 0.28, 3.0)
+    assert isinstance(stand_in, user_loss.VerlConfig)
+    for key, value in stand_in.items():
+        if key == "policy_loss":
+            assert {k: real.policy_loss[k] for k in value} == value
+        else:
+            assert real[key] == value, key
+
+
+def run_python(code, **env):
+    """code in a fresh interpreter, with integrations/ on the path as a worker has it; its stdout."""
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "integrations"), env.pop("PYTHONPATH", "")]),
+           **env}
+    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    return done.stdout.strip()
+
+
+REGISTERED = ("import verl\nfrom verl.trainer.ppo.core_algos import get_policy_loss_fn\n"
+              "print(get_policy_loss_fn('aspo').__module__)")
+
+
+def test_verl_loads_the_plugin_from_the_verl_plugins_entry_point_group(verl, tmp_path):
+    # what `pip install` of a package declaring [project.entry-points."verl.plugins"] aspo = "verl_aspo" leaves
+    # behind; verl imports it at `import verl` (0.9.x), with no external_lib and no environment variable
+    dist = tmp_path / "verl_aspo_plugin-0.1.dist-info"
+    dist.mkdir()
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: verl-aspo-plugin\nVersion: 0.1\n")
+    (dist / "entry_points.txt").write_text("[verl.plugins]\naspo = verl_aspo\n")
+    assert run_python(REGISTERED, PYTHONPATH=str(tmp_path)) == "verl_aspo"
+
+
+def test_verl_use_external_modules_loads_the_plugin(verl):
+    assert run_python(REGISTERED, VERL_USE_EXTERNAL_MODULES="verl_aspo", VERL_USE_EXTERNAL_PLUGINS="none") == \
+        "verl_aspo"
+
+
+@pytest.mark.parametrize("version", ["0.4.1", "0.10.0", "1.0.0"])
+def test_an_unsupported_verl_is_a_one_line_error_naming_both_versions(verl, monkeypatch, version):
+    monkeypatch.setattr(verl, "__version__", version)
+    monkeypatch.syspath_prepend(str(ROOT / "integrations"))
+    monkeypatch.delitem(sys.modules, "verl_aspo", raising=False)
+    with pytest.raises(ImportError) as e:
+        importlib.import_module("verl_aspo")
+    assert str(e.value) == ("verl_aspo supports verl 0.5 to 0.9 (run inside 0.5.0, 0.6.0, 0.6.1, 0.7.0, 0.7.1, "
+                            f"0.8.0, 0.9.0, 0.9.1); installed: verl {version}")
