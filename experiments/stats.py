@@ -91,6 +91,17 @@ def frontier_gap(runs: list[dict], methods: list[str], baselines: list[str], x: 
             "wins": int((diffs > 0).sum())}
 
 
+TEACHER_TOLERANCE = 0.02  # each strategy's accuracy within this of the teacher's (experiments/README.md phase 5)
+STRATEGY_KEYS = ("careful_acc_easy", "careful_acc_hard", "shortcut_acc_easy", "shortcut_acc_hard")
+
+
+def teacher_gaps(start: dict, teacher: dict) -> dict:
+    """Each strategy's accuracy (marker given) minus the teacher's own, for the keys of STRATEGY_KEYS.
+    The start is set by the teacher when every gap is within TEACHER_TOLERANCE, either way: a model
+    sharper than its teacher is not at the cross-entropy optimum either (phase 5)."""
+    return {key: start[key] - teacher[key] for key in STRATEGY_KEYS}
+
+
 def start_line(start: dict, k: int) -> str:
     """The start's held-out numbers (summary.json's "start") on one line, and on a second line how often
     the careful strategy is chosen on hard problems and how well each strategy is known (marker given)."""
@@ -100,6 +111,13 @@ def start_line(start: dict, k: int) -> str:
         line += (f"\n  hard pass@{k} {start['hard_pass@k']:.3f}  careful share (hard) {start['careful_hard']:.3f}  "
                  f"careful right on easy {start['careful_acc_easy']:.3f}, hard {start['careful_acc_hard']:.3f}  "
                  f"shortcut right on easy {start['shortcut_acc_easy']:.3f}, hard {start['shortcut_acc_hard']:.3f}")
+    if "teacher" in start:  # what the teacher's noise allows, and whether this start has got there
+        t, gaps = start["teacher"], teacher_gaps(start, start["teacher"])
+        worst = max(gaps, key=lambda key: abs(gaps[key]))
+        line += (f"\n  the teacher's own: careful {t['careful_acc_easy']:.3f}, {t['careful_acc_hard']:.3f}  shortcut "
+                 f"{t['shortcut_acc_easy']:.3f}, {t['shortcut_acc_hard']:.3f}; largest gap {gaps[worst]:+.3f} ({worst}): "
+                 + ("set by the teacher" if abs(gaps[worst]) <= TEACHER_TOLERANCE else
+                    f"NOT within {TEACHER_TOLERANCE} of the teacher: pretraining has not converged"))
     return line
 
 
