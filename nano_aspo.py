@@ -39,7 +39,8 @@ import torch.nn.functional as F
 from experiments.stats import bootstrap_se, paired_comparison, start_line, summary_lines
 from batched import StackedGPT, member_bytes
 from model import GPT, GPTConfig, KVCache, load_checkpoint, save_checkpoint
-from rewards import CAREFUL, SHORTCUT, CarryProblem, Problem, corrupt, make_problems, random_problem, score, split_of
+from rewards import (CAREFUL, SHORTCUT, CarryProblem, Problem, corrupt, corruption_digits, make_problems, random_problem,
+                     score, split_of)
 
 METHODS = ("grpo", "aspo", "nois", "posmean", "aspo-hardneg")
 
@@ -652,11 +653,8 @@ def teacher_accuracy(problems, cfg: Config) -> dict:
     def right_after_corruption(problem, answer):
         positions = [i for i, ch in enumerate(answer) if ch.isdigit()]
         hits = 0.0
-        for i in positions:  # corrupt's choices at position i, computed as corrupt does
-            leading = i == 0 or not answer[i - 1].isdigit()
-            more = i + 1 < len(answer) and answer[i + 1].isdigit()
-            lowest = "1" if leading and (more or answer[i - 1:i] == "-") else "0"
-            choices = [d for d in "0123456789" if d != answer[i] and d >= lowest]
+        for i in positions:  # corrupt picks a position, then one of these digits, each uniformly
+            choices = corruption_digits(answer, i)
             hits += sum(score(problem, answer[:i] + d + answer[i + 1:]) for d in choices) / len(choices)
         return hits / len(positions)
 
