@@ -505,12 +505,18 @@ def supervised_step(model: GPT, optimizer, x: torch.Tensor, y: torch.Tensor) -> 
 def pretrain(cfg: Config, device, log=print) -> GPT:
     """Supervised training on the teacher's answers, fresh problems every step, warm-up then cosine
     decay, long enough to converge: the start policy then reproduces the teacher's mixture (§10), so
-    its pass@k and entropy are set by the teacher, not by where training happened to stop."""
+    its pass@k and entropy are set by the teacher, not by where training happened to stop.
+
+    The careful way is the rare one (10% of the answers), so it is the slowest to learn: its share
+    starts higher and falls to --careful-share (careful_share_at), and the rest of the stage, at
+    the final share, sets how often the start chooses it. Converged means each strategy is right as
+    often as the teacher's own answers are (teacher_accuracy; experiments/README.md phase 5)."""
     torch.manual_seed(cfg.pretrain_seed)
     rng = random.Random(cfg.pretrain_seed)
     model = GPT(model_config(cfg)).to(device)
-    log(f"pretraining a {model.num_params():,}-parameter GPT for {cfg.pretrain_steps} steps "
-        f"(teacher noise {cfg.teacher_noise})")
+    log(f"pretraining a {model.num_params():,}-parameter GPT for {cfg.pretrain_steps} steps of {cfg.pretrain_batch} "
+        f"(careful share {cfg.careful_share_start} -> {cfg.careful_share} over the first {cfg.careful_anneal:.0%} "
+        f"of the steps; noise: careful {cfg.careful_noise}, shortcut {cfg.teacher_noise})")
     # OneCycleLR also cycles Adam's beta1 between 0.85 and 0.95, so the 0.9 below is only its starting value
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.pretrain_lr, weight_decay=0.01, betas=(0.9, 0.98))
     sched = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=cfg.pretrain_lr, total_steps=cfg.pretrain_steps,
