@@ -78,15 +78,15 @@ class Config:
     careful_share: float = flag(0.1, "share of the teacher's answers that use the careful strategy (c)")
     careful_noise: float = flag(0.2, "share of the teacher's careful answers it corrupts (the careful way is "
                                      "right on every problem but less reliable)")
-    careful_share_start: float = flag(0.1, "careful share of the teacher's answers at the first pretraining step; "
+    careful_share_start: float = flag(0.5, "careful share of the teacher's answers at the first pretraining step; "
                                            "it falls linearly to --careful-share over --careful-anneal of the steps "
                                            "(more examples of the rare skill early, the start's share at the end)")
     careful_anneal: float = flag(0.5, "fraction of the pretraining steps over which the careful share falls "
                                       "from --careful-share-start to --careful-share")
     pretrain_easy_share: float = flag(-1.0, "share of pretraining problems without a carry; -1 draws the natural "
                                             "mix (about 17 percent of 3-digit sums)")
-    pretrain_steps: int = flag(4000, "supervised steps")
-    pretrain_batch: int = flag(64, "sequences per supervised step")
+    pretrain_steps: int = flag(1000, "supervised steps")
+    pretrain_batch: int = flag(256, "sequences per supervised step")
     pretrain_lr: float = flag(4e-3, "peak learning rate of the supervised stage "
                                     "(OneCycleLR: warm-up over 5 percent of the steps, cosine decay)")
     pretrain_seed: int = flag(1234, "seed of the pretraining stage (one checkpoint shared by all RL seeds)")
