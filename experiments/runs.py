@@ -143,6 +143,8 @@ def report_start(root: Path) -> list[str]:
               f"- careful share on hard problems 0.1 +- 0.02: {ok(share)}",
               f"- the old band (pass@1 in [0.2, 0.7], pass@{k} - pass@1 >= 0.15, pass@{k} <= 0.85): {ok(band)}; "
               f"pass@1 spread {spreads['pass@1']:.3f} ({'within' if spreads['pass@1'] <= 0.06 else 'NOT within'} 0.06)"]
+    if old:
+        lines.append(f"- not in the table, written before the strategy accuracies (rerun them): {', '.join(old)}")
     return lines
 
 
