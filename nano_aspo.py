@@ -85,8 +85,8 @@ class Config:
                                       "from --careful-share-start to --careful-share")
     pretrain_easy_share: float = flag(-1.0, "share of pretraining problems without a carry; -1 draws the natural "
                                             "mix (about 17 percent of 3-digit sums)")
-    pretrain_steps: int = flag(1000, "supervised steps")
-    pretrain_batch: int = flag(256, "sequences per supervised step")
+    pretrain_steps: int = flag(4000, "supervised steps")
+    pretrain_batch: int = flag(64, "sequences per supervised step")
     pretrain_lr: float = flag(4e-3, "peak learning rate of the supervised stage "
                                     "(OneCycleLR: warm-up over 5 percent of the steps, cosine decay)")
     pretrain_seed: int = flag(1234, "seed of the pretraining stage (one checkpoint shared by all RL seeds)")
