@@ -56,7 +56,8 @@ def main(argv):
     start |= na.strategy_accuracy(model, test, cfg, seed=2)
     start.pop("samples", None)
     allowed = na.teacher_accuracy(test, cfg)
-    row = {"argv": argv, "threads": threads, "pretrain_s": round(pretrain_s, 1),
+    row = {"argv": argv, "settings": {f: getattr(cfg, f) for f in na.PRETRAIN_FIELDS}, "threads": threads,
+           "pretrain_s": round(pretrain_s, 1),
            "start": {k: round(v, 4) for k, v in start.items() if isinstance(v, float)}} | judge(start, allowed)
     line = json.dumps(row)
     print(line)
