@@ -40,11 +40,14 @@ START_SEEDS = (1234, 1, 2)  # pretraining seeds of the start band (1234 is the d
 
 # --- running ---------------------------------------------------------------------------------------------
 def finished(out: Path, argv: list[str]) -> bool:
-    """A run is done if it finished with exactly these flags (out/argv.json), so a changed setting reruns it."""
+    """A run is done if it finished with exactly these flags (out/argv.json) and the pretraining settings
+    they mean now, so a changed setting reruns it, and so does a changed default of the pretraining."""
     try:
         summary = json.loads((out / "summary.json").read_text())
         same = json.loads((out / "argv.json").read_text()) == argv
-    except (OSError, ValueError):
+        cfg = na.parse_config(argv)
+        same = same and all(summary["config"].get(f) == getattr(cfg, f) for f in na.PRETRAIN_FIELDS)
+    except (OSError, ValueError, KeyError):
         return False
     return same and "start" in summary and all(r.get("final") for r in summary["runs"])
 
