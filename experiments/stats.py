@@ -117,7 +117,8 @@ def start_line(start: dict, k: int) -> str:
         line += (f"\n  the teacher's own: careful {t['careful_acc_easy']:.3f}, {t['careful_acc_hard']:.3f}  shortcut "
                  f"{t['shortcut_acc_easy']:.3f}, {t['shortcut_acc_hard']:.3f}; largest gap {gaps[worst]:+.3f} ({worst}): "
                  + ("set by the teacher" if abs(gaps[worst]) <= TEACHER_TOLERANCE else
-                    f"NOT within {TEACHER_TOLERANCE} of the teacher: pretraining has not converged"))
+                    f"NOT within {TEACHER_TOLERANCE} of the teacher ("
+                    + ("sharper than it" if gaps[worst] > 0 else "short of it: pretraining has not converged") + ")"))
     return line
 
 
