@@ -99,7 +99,8 @@ def teacher_gaps(start: dict, teacher: dict) -> dict:
     """Each strategy's accuracy (marker given) minus the teacher's own, for the keys of STRATEGY_KEYS.
     The start is set by the teacher when every gap is within TEACHER_TOLERANCE, either way: a model
     sharper than its teacher is not at the cross-entropy optimum either (phase 5)."""
-    return {key: start[key] - teacher[key] for key in STRATEGY_KEYS}
+    return {key: start[key] - teacher[key] for key in STRATEGY_KEYS
+            if start.get(key) is not None and teacher.get(key) is not None}  # None: no problem of that kind
 
 
 def start_line(start: dict, k: int) -> str:
@@ -111,7 +112,8 @@ def start_line(start: dict, k: int) -> str:
         line += (f"\n  hard pass@{k} {start['hard_pass@k']:.3f}  careful share (hard) {start['careful_hard']:.3f}  "
                  f"careful right on easy {start['careful_acc_easy']:.3f}, hard {start['careful_acc_hard']:.3f}  "
                  f"shortcut right on easy {start['shortcut_acc_easy']:.3f}, hard {start['shortcut_acc_hard']:.3f}")
-    if "teacher" in start:  # what the teacher's noise allows, and whether this start has got there
+    if "teacher" in start and None not in (start["teacher"][key] for key in STRATEGY_KEYS):
+        # what the teacher's noise allows, and whether this start has got there
         t, gaps = start["teacher"], teacher_gaps(start, start["teacher"])
         worst = max(gaps, key=lambda key: abs(gaps[key]))
         line += (f"\n  the teacher's own: careful {t['careful_acc_easy']:.3f}, {t['careful_acc_hard']:.3f}  shortcut "
