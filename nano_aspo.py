@@ -41,7 +41,8 @@ from experiments.stats import (bootstrap_se, locked_in, lockin_share, paired_com
                                summary_lines)
 from batched import StackedGPT, member_bytes, multinomial_per_member
 from model import GPT, GPTConfig, KVCache, load_checkpoint, save_checkpoint
-from rewards import CAREFUL, SHORTCUT, CarryProblem, Problem, corrupt, make_problems, random_problem, score, split_of
+from rewards import (CAREFUL, SHORTCUT, CarryProblem, Problem, corrupt, corruption_digits, make_problems, random_problem,
+                     score, split_of)
 
 # the shipped loss taken apart (§5), one change per rung: grpo -> grpo-ent (entropy-split clip) ->
 # grpo-ent-softneg (soft negative dual-clip) -> aspo-ref (the flip); these three need the per-token entropy
@@ -82,6 +83,14 @@ class Config:
     careful_share: float = flag(0.1, "share of the teacher's answers that use the careful strategy (c)")
     careful_noise: float = flag(0.2, "share of the teacher's careful answers it corrupts (the careful way is "
                                      "right on every problem but less reliable)")
+    careful_share_start: float = flag(0.5, "careful share of the teacher's answers at the first pretraining step; "
+                                           "it falls linearly to --careful-share over --careful-anneal of the steps "
+                                           "(more examples of the rare skill early, the start's share at the end)")
+    careful_anneal: float = flag(0.0, "fraction of the pretraining steps over which the careful share falls "
+                                      "from --careful-share-start to --careful-share; 0 (the default: the schedule "
+                                      "did not meet its criterion, experiments/README.md phase 5) keeps --careful-share")
+    pretrain_easy_share: float = flag(-1.0, "share of pretraining problems without a carry; -1 draws the natural "
+                                            "mix (about 17 percent of 3-digit sums)")
     pretrain_steps: int = flag(4000, "supervised steps")
     pretrain_batch: int = flag(64, "sequences per supervised step")
     pretrain_lr: float = flag(4e-3, "peak learning rate of the supervised stage "
@@ -154,11 +163,14 @@ class Config:
                   "at least 2": (lambda v: v >= 2, "operands group"),  # a group of one has no advantage
                   "> 0": (lambda v: v > 0, "temperature lr pretrain_lr grad_clip"), ">= 0": (lambda v: v >= 0, "kl_coef"),
                   "in [0, 1)": (lambda v: 0 <= v < 1, "teacher_noise careful_noise"),
-                  "in [0, 1]": (lambda v: 0 <= v <= 1, "careful_share easy_share eval_easy_share"),
+                  "in [0, 1]": (lambda v: 0 <= v <= 1, "careful_share careful_share_start careful_anneal easy_share "
+                                "eval_easy_share"),
                   "in (0, 1)": (lambda v: 0 < v < 1, "eps_low eps_high"), "> 1": (lambda v: v > 1, "clip_c")}
         for what, (ok, names) in ranges.items():
             for name in names.split():
                 need(ok(getattr(self, name)), name.replace("_", "-"), f"must be {what} (got {getattr(self, name)})")
+        need(self.pretrain_easy_share == -1 or 0 <= self.pretrain_easy_share <= 1, "pretrain-easy-share",
+             f"must be in [0, 1], or -1 for the natural mix (got {self.pretrain_easy_share})")
         need(self.n_embd % self.n_head == 0, "n-embd", f"must be divisible by --n-head ({self.n_embd} % {self.n_head} != 0)")
         need(self.prompts <= self.train_problems, "prompts",
              f"must be <= --train-problems (got {self.prompts} > {self.train_problems})")
@@ -484,28 +496,41 @@ def model_config(cfg: Config) -> GPTConfig:
                      n_head=cfg.n_head, n_embd=cfg.n_embd)
 
 
-def teacher_answer(problem: Problem, rng: random.Random, cfg: Config) -> str:
+def teacher_answer(problem: Problem, rng: random.Random, cfg: Config, careful_share: float | None = None) -> str:
     """The imperfect teacher: a correct answer, corrupted (one digit changed) with some probability. It
-    first picks a strategy: careful (c, right everywhere) with probability --careful-share, else the
-    shortcut (n, right only without carries), each with its own noise."""
+    first picks a strategy: careful (c, right everywhere) with probability careful_share (default
+    --careful-share), else the shortcut (n, right only without carries), each with its own noise."""
     answer, noise = problem.random_answer(rng), cfg.teacher_noise
-    if isinstance(problem, CarryProblem) and rng.random() >= cfg.careful_share:
+    share = cfg.careful_share if careful_share is None else careful_share
+    if isinstance(problem, CarryProblem) and rng.random() >= share:
         answer = problem.shortcut
     elif isinstance(problem, CarryProblem):
         noise = cfg.careful_noise
     return corrupt(answer, rng) if rng.random() < noise else answer
 
 
-def teacher_batch(cfg: Config, batch: int, rng: random.Random, device):
+def careful_share_at(cfg: Config, step: int) -> float:
+    """The teacher's careful share at pretraining step `step`: --careful-share-start at step 0, falling
+    linearly to --careful-share at --careful-anneal of the steps, then constant. The rare strategy gets
+    many examples early, so its skill converges, and the last part of the stage sets the share the
+    start must have (the RL experiments depend on it: a start set by the teacher, §10)."""
+    end = cfg.careful_anneal * cfg.pretrain_steps
+    left = max(0.0, 1 - step / end) if end > 0 else 0.0
+    return cfg.careful_share + (cfg.careful_share_start - cfg.careful_share) * left
+
+
+def teacher_batch(cfg: Config, batch: int, rng: random.Random, device, careful_share: float | None = None):
     """A supervised batch of fresh training-split problems (never a held-out prompt): BOS prompt
-    answer EOS. Returns inputs (b, L), targets (b, L) with -100 where no loss applies (prompt, padding)."""
+    answer EOS. Returns inputs (b, L), targets (b, L) with -100 where no loss applies (prompt, padding).
+    With --pretrain-easy-share in [0, 1] that share of the problems has no carry (carry-balanced draws)."""
     seqs, starts = [], []
     while len(seqs) < batch:
-        problem = random_problem(rng, cfg.digits, cfg.operands)
+        easy = None if cfg.pretrain_easy_share < 0 else rng.random() < cfg.pretrain_easy_share
+        problem = random_problem(rng, cfg.digits, cfg.operands, easy)
         if split_of(problem.prompt) != "train":
             continue
         p = prompt_ids(problem)
-        seqs.append(p + encode(teacher_answer(problem, rng, cfg)) + [EOS])
+        seqs.append(p + encode(teacher_answer(problem, rng, cfg, careful_share)) + [EOS])
         starts.append(len(p))
     L = max(map(len, seqs))
     x = torch.tensor([s + [PAD] * (L - len(s)) for s in seqs])  # (b, L), right-padded
@@ -528,18 +553,26 @@ def supervised_step(model: GPT, optimizer, x: torch.Tensor, y: torch.Tensor) -> 
 def pretrain(cfg: Config, device, log=print) -> GPT:
     """Supervised training on the teacher's answers, fresh problems every step, warm-up then cosine
     decay, long enough to converge: the start policy then reproduces the teacher's mixture (§10), so
-    its pass@k and entropy are set by the teacher, not by where training happened to stop."""
+    its pass@k and entropy are set by the teacher, not by where training happened to stop.
+
+    The careful way is the rare one (10% of the answers), so it is the slowest to learn: its share
+    starts higher and falls to --careful-share (careful_share_at), and the rest of the stage, at
+    the final share, sets how often the start chooses it. Converged means each strategy is right as
+    often as the teacher's own answers are (teacher_accuracy; experiments/README.md phase 5)."""
     torch.manual_seed(cfg.pretrain_seed)
     rng = random.Random(cfg.pretrain_seed)
     model = GPT(model_config(cfg)).to(device)
-    log(f"pretraining a {model.num_params():,}-parameter GPT for {cfg.pretrain_steps} steps "
-        f"(teacher noise {cfg.teacher_noise})")
+    schedule = (f"{cfg.careful_share_start} -> {cfg.careful_share} over the first {cfg.careful_anneal:.0%} of the steps"
+                if cfg.careful_anneal else f"{cfg.careful_share}")
+    log(f"pretraining a {model.num_params():,}-parameter GPT for {cfg.pretrain_steps} steps of {cfg.pretrain_batch} "
+        f"(careful share {schedule}; noise: careful {cfg.careful_noise}, shortcut {cfg.teacher_noise})")
     # OneCycleLR also cycles Adam's beta1 between 0.85 and 0.95, so the 0.9 below is only its starting value
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.pretrain_lr, weight_decay=0.01, betas=(0.9, 0.98))
     sched = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=cfg.pretrain_lr, total_steps=cfg.pretrain_steps,
                                                 pct_start=0.05)
     for step in range(cfg.pretrain_steps):
-        loss = supervised_step(model, optimizer, *teacher_batch(cfg, cfg.pretrain_batch, rng, device))
+        batch = teacher_batch(cfg, cfg.pretrain_batch, rng, device, careful_share_at(cfg, step))
+        loss = supervised_step(model, optimizer, *batch)
         sched.step()
         if step % 200 == 0 or step == cfg.pretrain_steps - 1:
             log(f"  pretrain step {step:4d}  loss {loss.item():.3f}")
@@ -547,14 +580,16 @@ def pretrain(cfg: Config, device, log=print) -> GPT:
 
 
 PRETRAIN_FIELDS = ("digits", "operands", "n_layer", "n_head", "n_embd", "teacher_noise", "careful_share",
-                   "careful_noise", "pretrain_steps", "pretrain_batch", "pretrain_lr", "pretrain_seed")
+                   "careful_noise", "careful_share_start", "careful_anneal", "pretrain_easy_share",
+                   "pretrain_steps", "pretrain_batch", "pretrain_lr", "pretrain_seed")
 
 
 def pretrain_key(cfg: Config) -> dict:
     """Everything that shapes the pretrained checkpoint: its settings and the code that makes it (so an
     edit of the RL code keeps the cached checkpoint, and an edit of the teacher does not)."""
     code = "".join(Path(__file__).with_name(f).read_text() for f in ("model.py", "rewards.py"))
-    code += "".join(inspect.getsource(f) for f in (pretrain, supervised_step, teacher_answer, teacher_batch, prompt_ids)) + VOCAB
+    code += "".join(inspect.getsource(f) for f in (pretrain, supervised_step, teacher_answer, careful_share_at, teacher_batch,
+                                                prompt_ids)) + VOCAB
     return {"settings": {f: getattr(cfg, f) for f in PRETRAIN_FIELDS},
             "model": dataclasses.asdict(model_config(cfg)),
             "code_sha256": hashlib.sha256(code.encode()).hexdigest()}
@@ -661,6 +696,30 @@ def strategy_accuracy(model, problems, cfg: Config, seed: int) -> dict:
         for kind, easy in (("easy", True), ("hard", False)):
             hits = [x for i, x in enumerate(right) if problems[i // cfg.eval_samples].easy == easy]
             out[f"{name}_acc_{kind}"] = mean(hits)
+    return out
+
+
+def teacher_accuracy(problems, cfg: Config) -> dict:
+    """What the teacher's noise allows: the share of the teacher's own answers that are right, per
+    strategy (marker given) on easy and on hard problems, the keys of strategy_accuracy. Exact, by
+    enumerating rewards.corrupt's choices (a digit position, then a different digit): a corrupted
+    careful answer is always wrong, but a corrupted shortcut on a hard problem is right when the
+    change happens to fix its one wrong digit, so the shortcut's value there is small, not 0."""
+    def right_after_corruption(problem, answer):
+        positions = [i for i, ch in enumerate(answer) if ch.isdigit()]
+        hits = 0.0
+        for i in positions:  # corrupt picks a position, then one of these digits, each uniformly
+            choices = corruption_digits(answer, i)
+            hits += sum(score(problem, answer[:i] + d + answer[i + 1:]) for d in choices) / len(choices)
+        return hits / len(positions)
+
+    out = {}
+    for name, noise, answer_of in (("careful", cfg.careful_noise, lambda p: p.answer),
+                                   ("shortcut", cfg.teacher_noise, lambda p: p.shortcut)):
+        for kind, easy in (("easy", True), ("hard", False)):
+            ps = [p for p in problems if p.easy == easy]
+            out[f"{name}_acc_{kind}"] = mean([(1 - noise) * score(p, answer_of(p)) +
+                                              noise * right_after_corruption(p, answer_of(p)) for p in ps])
     return out
 
 
@@ -905,6 +964,7 @@ def main(argv=None) -> int:
     initial = evaluate(model, test_set, cfg, seed=1, show=0 if cfg.quiet else 3)
     init_s = time.time() - t0
     start = held_out_numbers(initial, cfg.k, len(test_set)) | strategy_accuracy(model, test_set, cfg, seed=2)
+    start["teacher"] = teacher_accuracy(test_set, cfg)  # what the start should reach: the console says if it did
     print(start_line(start, cfg.k))
     show_samples("init", initial.pop("samples"))
     base_state = {k: v.clone() for k, v in model.state_dict().items()}

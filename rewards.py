@@ -137,11 +137,15 @@ def corrupt(answer: str, rng: random.Random) -> str:
     """
     digit_positions = [i for i, ch in enumerate(answer) if ch.isdigit()]
     i = rng.choice(digit_positions)
+    return answer[:i] + rng.choice(corruption_digits(answer, i)) + answer[i + 1:]
+
+
+def corruption_digits(answer: str, i: int) -> list[str]:
+    """The digits `corrupt` may write at position i of `answer` (each equally likely)."""
     leading = i == 0 or not answer[i - 1].isdigit()  # first digit of a number
     more = i + 1 < len(answer) and answer[i + 1].isdigit()
     lowest = "1" if leading and (more or answer[i - 1:i] == "-") else "0"  # no "07", no "-0"
-    choices = [d for d in "0123456789" if d != answer[i] and d >= lowest]
-    return answer[:i] + rng.choice(choices) + answer[i + 1:]
+    return [d for d in "0123456789" if d != answer[i] and d >= lowest]
 
 
 _SURROUNDING = " \n"  # the only characters stripped from both ends of a completion

@@ -31,7 +31,7 @@ sys.path.insert(0, str(ROOT))
 
 import nano_aspo as na  # noqa: E402
 from experiments.results import label_order, load_suite  # noqa: E402
-from experiments.stats import frontier_gap, paired_comparison, paired_line  # noqa: E402
+from experiments.stats import TEACHER_TOLERANCE, frontier_gap, paired_comparison, paired_line, teacher_gaps  # noqa: E402
 
 LR_FRACTIONS = (1, 2, 4)  # the same learning-rate sweep for every method: lr0, lr0/2, lr0/4 (§6)
 LADDER = ("nois", "posmean", "aspo-hardneg")  # the paper's ablation ladder (§9), beside grpo and aspo
@@ -40,11 +40,14 @@ START_SEEDS = (1234, 1, 2)  # pretraining seeds of the start band (1234 is the d
 
 # --- running ---------------------------------------------------------------------------------------------
 def finished(out: Path, argv: list[str]) -> bool:
-    """A run is done if it finished with exactly these flags (out/argv.json), so a changed setting reruns it."""
+    """A run is done if it finished with exactly these flags (out/argv.json) and the pretraining settings
+    they mean now, so a changed setting reruns it, and so does a changed default of the pretraining."""
     try:
         summary = json.loads((out / "summary.json").read_text())
         same = json.loads((out / "argv.json").read_text()) == argv
-    except (OSError, ValueError):
+        cfg = na.parse_config(argv)
+        same = same and all(summary["config"].get(f) == getattr(cfg, f) for f in na.PRETRAIN_FIELDS)
+    except (OSError, ValueError, KeyError):
         return False
     return same and "start" in summary and all(r.get("final") for r in summary["runs"])
 
@@ -83,35 +86,68 @@ def rl_jobs(suite: str, methods, fractions, lr0: float, args, extra) -> list:
 
 
 def start_jobs(args, extra, threads: int) -> list:
-    return [([*extra, "--steps", "0", "--pretrain-seed", str(seed), "--ckpt-dir",
+    # 64 samples per held-out problem: the evaluation's own noise well below the band's 0.05 (phase 5)
+    return [(["--eval-samples", "64", *extra, "--steps", "0", "--pretrain-seed", str(seed), "--ckpt-dir",
               str(args.root / "start" / f"p{seed}-t{threads}")], args.root / "start" / f"p{seed}-t{threads}", threads)
             for seed in START_SEEDS]
 
 
 # --- the report ------------------------------------------------------------------------------------------
+SPREAD = 0.05  # pass@k, hard pass@k and careful accuracy on hard problems: max - min over the starts (phase 5)
+
+
 def report_start(root: Path) -> list[str]:
-    rows = []
+    """The start band table and its verdicts (experiments/README.md phase 5): each start's strategies
+    within TEACHER_TOLERANCE of the teacher, the starts within SPREAD of each other in what the RL
+    experiments depend on, the careful share 0.1 +- 0.02, and the old band."""
+    rows, old = [], []
     for seed in START_SEEDS:
         for t in (1, 2):
             path = root / "start" / f"p{seed}-t{t}" / "summary.json"
             if path.exists():
-                s = json.loads(path.read_text())["start"]
+                summary = json.loads(path.read_text())
+                s = summary["start"]
+                if "careful_acc_hard" not in s:  # written before the strategy accuracies: rerun it
+                    old.append(str(path.parent))
+                    continue
+                if "teacher" not in s:  # a start written before the teacher's values were stored
+                    cfg = na.Config(**{key: v for key, v in summary["config"].items() if key in na.Config.__dataclass_fields__})
+                    s["teacher"] = na.teacher_accuracy(na.task_problems(cfg, "test"), cfg)
                 rows.append((seed, t, s))
     if not rows:
-        return []
-    k = rows[0][2]["k"]
-    lines = ["### The start (held-out, `python experiments/runs.py start`)", "",
-             f"| pretrain seed | threads | pass@1 | pass@{k} | pass@{k} - pass@1 | entropy | careful share (hard) |",
-             "|---|---|---|---|---|---|---|"]
+        return [f"Starts without strategy accuracies (rerun them): {', '.join(old)}"] if old else []
+    k, n = rows[0][2]["k"], rows[0][2]["n_problems"]
+    lines = [f"### The start (held-out, {n} problems, `python experiments/runs.py start`)", "",
+             f"| pretrain seed | threads | pass@1 | pass@{k} | hard pass@{k} | entropy | careful share (hard) | "
+             "careful right, easy / hard | shortcut right, easy / hard | largest gap to the teacher |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
+    converged = []
     for seed, t, s in rows:
+        gaps = teacher_gaps(s, s["teacher"])
+        worst = max(gaps, key=lambda key: abs(gaps[key]))
+        converged.append(abs(gaps[worst]) <= TEACHER_TOLERANCE)
         lines.append(f"| {seed} | {t} | {s['pass@1']:.3f} +- {s['pass@1_se']:.3f} | {s['pass@k']:.3f} +- "
-                     f"{s['pass@k_se']:.3f} | {s['pass@k'] - s['pass@1']:.3f} | {s['entropy']:.3f} | "
-                     f"{s.get('careful_hard', float('nan')):.3f} |")
-    p1 = [s["pass@1"] for _, _, s in rows]
+                     f"{s['pass@k_se']:.3f} | {s['hard_pass@k']:.3f} | {s['entropy']:.3f} | {s['careful_hard']:.3f} | "
+                     f"{s['careful_acc_easy']:.3f} / {s['careful_acc_hard']:.3f} | "
+                     f"{s['shortcut_acc_easy']:.3f} / {s['shortcut_acc_hard']:.3f} | {gaps[worst]:+.3f} ({worst}) |")
+    teacher = rows[0][2]["teacher"]
+    spreads = {key: max(s[key] for *_, s in rows) - min(s[key] for *_, s in rows)
+               for key in ("pass@1", "pass@k", "hard_pass@k", "careful_acc_hard")}
     band = all(0.2 <= s["pass@1"] <= 0.7 and s["pass@k"] - s["pass@1"] >= 0.15 and s["pass@k"] <= 0.85 for *_, s in rows)
-    lines += ["", f"Band (pass@1 in [0.2, 0.7], pass@{k} - pass@1 >= 0.15, pass@{k} <= 0.85): "
-                  f"{'holds' if band else 'FAILS'} for {len(rows)} starts; pass@1 spread {max(p1) - min(p1):.3f} "
-                  f"({'within' if max(p1) - min(p1) <= 0.06 else 'NOT within'} 0.06)."]
+    share = all(abs(s["careful_hard"] - 0.1) <= 0.02 for *_, s in rows)
+    ok = lambda x: "holds" if x else "FAILS"
+    lines += ["", f"The teacher's own accuracy: careful {teacher['careful_acc_easy']:.3f} / {teacher['careful_acc_hard']:.3f}, "
+                  f"shortcut {teacher['shortcut_acc_easy']:.3f} / {teacher['shortcut_acc_hard']:.3f} (easy / hard).",
+              f"- every strategy within {TEACHER_TOLERANCE} of the teacher: {ok(all(converged))} "
+              f"({sum(converged)} of {len(rows)} starts)",
+              f"- spread over the {len(rows)} starts (max - min <= {SPREAD}): " +
+              ", ".join(f"{key.replace('pass@k', f'pass@{k}')} {v:.3f}" for key, v in spreads.items() if key != "pass@1") +
+              f": {ok(all(v <= SPREAD for key, v in spreads.items() if key != 'pass@1'))}",
+              f"- careful share on hard problems 0.1 +- 0.02: {ok(share)}",
+              f"- the old band (pass@1 in [0.2, 0.7], pass@{k} - pass@1 >= 0.15, pass@{k} <= 0.85): {ok(band)}; "
+              f"pass@1 spread {spreads['pass@1']:.3f} ({'within' if spreads['pass@1'] <= 0.06 else 'NOT within'} 0.06)"]
+    if old:
+        lines.append(f"- not in the table, written before the strategy accuracies (rerun them): {', '.join(old)}")
     return lines
 
 

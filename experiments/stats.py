@@ -150,6 +150,18 @@ def frontier_gap(runs: list[dict], methods: list[str], baselines: list[str], x: 
             "wins": int((diffs > 0).sum())}
 
 
+TEACHER_TOLERANCE = 0.02  # each strategy's accuracy within this of the teacher's (experiments/README.md phase 5)
+STRATEGY_KEYS = ("careful_acc_easy", "careful_acc_hard", "shortcut_acc_easy", "shortcut_acc_hard")
+
+
+def teacher_gaps(start: dict, teacher: dict) -> dict:
+    """Each strategy's accuracy (marker given) minus the teacher's own, for the keys of STRATEGY_KEYS.
+    The start is set by the teacher when every gap is within TEACHER_TOLERANCE, either way: a model
+    sharper than its teacher is not at the cross-entropy optimum either (phase 5)."""
+    return {key: start[key] - teacher[key] for key in STRATEGY_KEYS
+            if start.get(key) is not None and teacher.get(key) is not None}  # None: no problem of that kind
+
+
 def start_line(start: dict, k: int) -> str:
     """The start's held-out numbers (summary.json's "start") on one line, and on a second line how often
     the careful strategy is chosen on hard problems and how well each strategy is known (marker given)."""
@@ -158,10 +170,18 @@ def start_line(start: dict, k: int) -> str:
     if "careful_hard" in start:  # a held-out set with hard problems
         line += f"\n  hard pass@{k} {start['hard_pass@k']:.3f}  careful share (hard) {start['careful_hard']:.3f}"
     if "careful_acc_easy" in start:  # None where the held-out set has no problem of that kind
-        acc = {key: "-" if start[key] is None else f"{start[key]:.3f}" for key in
-               ("careful_acc_easy", "careful_acc_hard", "shortcut_acc_easy", "shortcut_acc_hard")}
+        acc = {key: "-" if start[key] is None else f"{start[key]:.3f}" for key in STRATEGY_KEYS}
         line += (f"\n  marker given: careful right on easy {acc['careful_acc_easy']}, hard {acc['careful_acc_hard']}; "
                  f"shortcut right on easy {acc['shortcut_acc_easy']}, hard {acc['shortcut_acc_hard']}")
+    if "teacher" in start and None not in (start["teacher"][key] for key in STRATEGY_KEYS):
+        # what the teacher's noise allows, and whether this start has got there
+        t, gaps = start["teacher"], teacher_gaps(start, start["teacher"])
+        worst = max(gaps, key=lambda key: abs(gaps[key]))
+        line += (f"\n  the teacher's own: careful {t['careful_acc_easy']:.3f}, {t['careful_acc_hard']:.3f}  shortcut "
+                 f"{t['shortcut_acc_easy']:.3f}, {t['shortcut_acc_hard']:.3f}; largest gap {gaps[worst]:+.3f} ({worst}): "
+                 + ("set by the teacher" if abs(gaps[worst]) <= TEACHER_TOLERANCE else
+                    f"NOT within {TEACHER_TOLERANCE} of the teacher ("
+                    + ("sharper than it" if gaps[worst] > 0 else "short of it: pretraining has not converged") + ")"))
     return line
 
 

@@ -1,25 +1,33 @@
 """The start policy (issue: a start that is the same on every machine): on a reduced configuration
 that trains in seconds, the pretrained policy lands in the band on one and on two CPU threads, with
 its randomness set by the teacher's mixture, not by where training stopped."""
+import dataclasses
+
 import pytest
 import torch
 
 import nano_aspo as na
+from experiments.stats import TEACHER_TOLERANCE, teacher_gaps
 
 CPU = torch.device("cpu")
 # 2-digit problems: the same mixture as the default (careful share 0.1, half-easy held-out set)
-REDUCED = ["--digits", "2", "--pretrain-steps", "1200", "--eval-problems", "200", "--curve-problems", "50",
-           "--train-problems", "200"]
+REDUCED = ["--digits", "2", "--pretrain-steps", "1200", "--pretrain-batch", "64", "--eval-problems", "200",
+           "--curve-problems", "50", "--train-problems", "200"]
 
 
-def _start(threads: int) -> dict:
-    cfg = na.parse_config(REDUCED)
+def _start(threads: int, argv=()) -> dict:
+    """A reduced start on `threads` threads: its held-out metrics, each strategy's accuracy (marker
+    given, 32 samples per problem) and the teacher's own."""
+    cfg = na.parse_config(REDUCED + list(argv))
     torch.set_num_threads(threads)
     try:
         model = na.pretrain(cfg, CPU, log=lambda *a: None)
     finally:
         torch.set_num_threads(1)
-    return na.evaluate(model, na.task_problems(cfg, "test"), cfg, seed=1)
+    test = na.task_problems(cfg, "test")
+    m = na.evaluate(model, test, cfg, seed=1)
+    m |= na.strategy_accuracy(model, test, dataclasses.replace(cfg, eval_samples=32), seed=2)
+    return m | {"teacher": na.teacher_accuracy(test, cfg)}
 
 
 @pytest.fixture(scope="module")
@@ -38,6 +46,41 @@ def test_start_reproduces_the_teachers_strategy_share(starts):
     # the careful share on hard problems is the teacher's 0.1 (200 problems x 16 samples: +- ~0.02)
     for m in starts.values():
         assert 0.06 <= m["eval_careful_hard"] <= 0.14
+
+
+def test_the_criterion_passes_the_teacher_itself():
+    cfg = na.Config()
+    teacher = na.teacher_accuracy(na.task_problems(cfg, "test"), cfg)
+    assert all(abs(g) <= TEACHER_TOLERANCE for g in teacher_gaps(teacher, teacher).values())
+
+
+def test_the_criterion_fails_a_start_that_has_not_converged():
+    # phase 5's criterion (every strategy within 0.02 of the teacher) on a pretraining stopped early.
+    # (No reduced configuration that trains in seconds converges: 2-digit problems, 1200 x 64 steps,
+    # still miss the careful way on hard problems by 0.38, experiments/README.md 5a; the passing side
+    # is checked on the full start by `python experiments/runs.py start`.)
+    m = _start(1, ["--pretrain-steps", "100"])
+    gaps = teacher_gaps(m, m["teacher"])
+    assert not all(abs(g) <= TEACHER_TOLERANCE for g in gaps.values()), gaps
+
+
+def test_teachers_accuracy_is_what_its_noise_allows():
+    cfg = na.Config()
+    t = na.teacher_accuracy(na.task_problems(cfg, "test"), cfg)
+    assert t["careful_acc_easy"] == pytest.approx(1 - cfg.careful_noise)
+    assert t["careful_acc_hard"] == pytest.approx(1 - cfg.careful_noise)  # a corrupted careful answer is wrong
+    assert t["shortcut_acc_easy"] == pytest.approx(1 - cfg.teacher_noise)
+    # a corrupted shortcut is sometimes right on a hard problem (the change fixes its one wrong digit)
+    assert 0 < t["shortcut_acc_hard"] < 0.01
+
+
+def test_careful_share_schedule():
+    cfg = na.parse_config(["--careful-share-start", "0.5", "--careful-anneal", "0.5", "--pretrain-steps", "100"])
+    assert [na.careful_share_at(cfg, s) for s in (0, 25, 50, 99)] == pytest.approx([0.5, 0.3, 0.1, 0.1])
+    with pytest.raises(ValueError, match="--careful-share-start"):
+        na.parse_config(["--careful-share-start", "1.5"])
+    with pytest.raises(ValueError, match="--pretrain-easy-share"):
+        na.parse_config(["--pretrain-easy-share", "2"])
 
 
 def test_rl_pool_and_held_out_set_are_disjoint():
