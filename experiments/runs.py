@@ -6,6 +6,7 @@ CPU best).
     python experiments/runs.py tradeoff    # grpo and aspo at lr0, lr0/2, lr0/4 on seeds 0-7: assets/tradeoff.png, paired table
     python experiments/runs.py ladder      # nois, posmean, aspo-hardneg at lr0 on seeds 0-7 (grpo, aspo: from tradeoff)
     python experiments/runs.py all         # the three, then the report
+    python experiments/runs.py lockin --seeds 0,...,31   # phase 6: grpo vs aspo-ref and the controls, lock-in regime
     python experiments/runs.py report      # the tables of whatever has finished (also written to <root>/report.md)
     python experiments/runs.py tradeoff --seeds 100,101 --root experiments/runs-dev -- --steps 50   # dev seeds, any nano_aspo flag after --
 
@@ -31,7 +32,8 @@ sys.path.insert(0, str(ROOT))
 
 import nano_aspo as na  # noqa: E402
 from experiments.results import label_order, load_suite  # noqa: E402
-from experiments.stats import TEACHER_TOLERANCE, frontier_gap, paired_comparison, paired_line, teacher_gaps  # noqa: E402
+from experiments.stats import (TEACHER_TOLERANCE, frontier_gap, lockin_share, paired_comparison, paired_line,  # noqa: E402
+                               paired_lockin, t_interval, teacher_gaps)
 
 LR_FRACTIONS = (1, 2, 4)  # the same learning-rate sweep for every method: lr0, lr0/2, lr0/4 (§6)
 LADDER = ("nois", "posmean", "aspo-hardneg")  # the paper's ablation ladder (§9), beside grpo and aspo
@@ -189,12 +191,59 @@ def report_rl(root: Path, suite: str, lr0: float) -> list[str]:
     return lines
 
 
+LOCKIN_FLAGS = ["--eps-high", "0.2", "--easy-share", "0.99"]  # the lock-in regime (experiments/README.md phase 6)
+LOCKIN_CONTROLS = {"kl005": ["--kl-coef", "0.05"], "lr5e-5": ["--lr", "5e-5"]}  # positive controls, on grpo
+
+
+def lockin_jobs(args, extra) -> list:
+    """The lock-in comparison (phase 6): grpo and aspo-ref as one batched process, and each positive
+    control (grpo with one more flag) as another, on the same seeds and checkpoint."""
+    ckpt, seeds = args.root / "ckpt", ",".join(map(str, args.seeds))
+    run_all([([*extra, *LOCKIN_FLAGS, "--steps", "0", "--ckpt-dir", str(ckpt)], args.root / "ckpt-start", 1)], 1)
+    base = [*extra, *LOCKIN_FLAGS, "--seeds", seeds, "--ckpt-dir", str(ckpt)]
+    return ([([*base, "--methods", "grpo,aspo-ref"], args.root / "lockin" / "grpo-aspo-ref", 1)] +
+            [([*base, "--methods", "grpo", *flags], args.root / "lockin" / f"grpo-{name}", 1)
+             for name, flags in LOCKIN_CONTROLS.items()])
+
+
+def report_lockin(root: Path) -> list[str]:
+    """Lock-in per arm (Wilson) and against the paired grpo runs (exact McNemar), with the continuous
+    endpoints' paired t intervals: the table of experiments/README.md phase 6."""
+    arms = {}
+    for path in sorted((root / "lockin").glob("*/summary.json")):
+        summary = json.loads(path.read_text())
+        for run in summary["runs"]:
+            name = run["method"] if path.parent.name == "grpo-aspo-ref" else path.parent.name
+            arms.setdefault(name, []).append(dict(run, method=name))
+    if "grpo" not in arms:
+        return []
+    n = len(arms["grpo"])
+    lines = [f"### lock-in (`python experiments/runs.py lockin`): {n} paired seeds, final held-out", "",
+             "| arm | locked in (95% Wilson) | vs grpo: only arm / only grpo, exact McNemar p | hard pass@8 - grpo (t 95%) | "
+             "pass@1 - grpo (t 95%) |", "|---|---|---|---|---|"]
+    for name, runs_ in arms.items():
+        share = lockin_share(runs_, name)
+        row = f"| {name} | {share['locked']}/{share['n']} = {share['share']:.2f} [{share['wilson95'][0]:.2f}, {share['wilson95'][1]:.2f}] |"
+        if name == "grpo":
+            lines.append(row + " | | |")
+            continue
+        both = runs_ + arms["grpo"]
+        c = paired_lockin(both, name)
+        cells = []
+        for metric in ("hard_pass@k", "pass@1"):
+            diffs = next(x["diffs"] for x in paired_comparison(both) if x["metric"] == metric)
+            lo, hi = t_interval(diffs)
+            cells.append(f"{np.mean(diffs):+.3f} [{lo:+.3f}, {hi:+.3f}]")
+        lines.append(row + f" {c['b']} / {c['c']}, p = {c['p']:.3f} | {cells[0]} | {cells[1]} |")
+    return lines
+
+
 def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     extra = argv[argv.index("--") + 1:] if "--" in argv else []
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("suite", choices=("start", "tradeoff", "ladder", "all", "report"), help="what to run")
+    p.add_argument("suite", choices=("start", "tradeoff", "ladder", "lockin", "all", "report"), help="what to run")
     p.add_argument("--seeds", default="0,1,2,3,4,5,6,7", help="RL seeds (report on 0-7; develop on >= 100)")
     p.add_argument("--root", default=Path("experiments/runs"), type=Path, help="folder of the runs, the shared checkpoint and report.md")
     p.add_argument("--parallel", default=2, type=int, help="processes at once (each on one thread)")
@@ -216,9 +265,12 @@ def main(argv=None) -> int:
         run_all(rl_jobs("tradeoff", ("grpo", "aspo"), LR_FRACTIONS, lr0, args, extra), args.parallel)
     if args.suite in ("ladder", "all"):
         run_all(rl_jobs("ladder", LADDER, (1,), lr0, args, extra), args.parallel)
+    if args.suite == "lockin":  # not in all: its regime is phase 6's, not the default's
+        run_all(lockin_jobs(args, extra), args.parallel)
     if args.suite != "report":
         print(f"wall time {time.time() - t0:.0f}s")
-    lines = report_start(args.root) + [""] + report_rl(args.root, "tradeoff", lr0) + [""] + report_rl(args.root, "ladder", lr0)
+    lines = (report_start(args.root) + [""] + report_rl(args.root, "tradeoff", lr0) + [""] + report_rl(args.root, "ladder", lr0)
+             + [""] + report_lockin(args.root))
     text = "\n".join(lines).strip() + "\n"
     print(text)
     args.root.mkdir(parents=True, exist_ok=True)

@@ -217,3 +217,27 @@ def summary_lines(start: dict, runs: list[dict], comparison: list[dict], k: int)
                 lines.append(f"  {method} - grpo, locked in: {c['diff']:+.3f} ({c['b']} seeds only {method}, {c['c']} only "
                              f"grpo; exact McNemar p = {c['p']:.3f}, {len(c['seeds'])} seeds)")
     return lines
+
+
+def t_quantile(p: float, df: int) -> float:
+    """The p quantile of Student's t with df degrees of freedom (p > 0.5), by bisection on its CDF, the
+    density integrated with Simpson's rule (numpy only, no scipy)."""
+    log_c = math.lgamma((df + 1) / 2) - math.lgamma(df / 2) - 0.5 * math.log(df * math.pi)
+    def cdf(x):
+        grid = np.linspace(0.0, x, 2001)
+        pdf = np.exp(log_c - (df + 1) / 2 * np.log1p(grid ** 2 / df))
+        return 0.5 + (grid[1] - grid[0]) / 3 * (pdf[0] + pdf[-1] + 4 * pdf[1:-1:2].sum() + 2 * pdf[2:-1:2].sum())
+    lo, hi = 0.0, 50.0
+    for _ in range(60):
+        mid = (lo + hi) / 2
+        lo, hi = (mid, hi) if cdf(mid) < p else (lo, mid)
+    return (lo + hi) / 2
+
+
+def t_interval(diffs, level: float = 0.95) -> list[float] | None:
+    """The t interval of the mean of per-seed differences (§10: continuous endpoints); None below two seeds."""
+    x = np.asarray(diffs, dtype=float)
+    if len(x) < 2:
+        return None
+    half = t_quantile(0.5 + level / 2, len(x) - 1) * x.std(ddof=1) / math.sqrt(len(x))
+    return [float(x.mean() - half), float(x.mean() + half)]

@@ -37,3 +37,24 @@ def test_bad_arguments_are_one_line_errors(tmp_path, capsys):
     assert runs.main(["tradeoff", "--root", str(tmp_path), "--", "--lr", "-1"]) == 2
     err = capsys.readouterr().err.strip().split("\n")
     assert len(err) == 2 and all(e.startswith("runs.py: error:") for e in err) and "--lr" in err[1]
+
+
+def test_lockin_report_shares_mcnemar_and_t_intervals(tmp_path):
+    # two arms on 4 paired seeds: grpo locks in on seeds 0-2, aspo-ref on seed 0 only; a control on seed 1
+    def final(careful, hard, p1):
+        return {"careful_hard": careful, "hard_pass@k": hard, "pass@1": p1, "pass@k": p1, "entropy": 0.1}
+    def write(folder, runs):
+        (tmp_path / "lockin" / folder).mkdir(parents=True)
+        (tmp_path / "lockin" / folder / "summary.json").write_text(json.dumps({"runs": runs}))
+    grpo = [final(0.05, 0.1, 0.5), final(0.1, 0.2, 0.5), final(0.15, 0.2, 0.6), final(0.9, 0.9, 0.9)]
+    aspo = [final(0.1, 0.2, 0.5), final(0.8, 0.7, 0.8), final(0.9, 0.8, 0.8), final(0.95, 0.9, 0.9)]
+    ctrl = [final(0.5, 0.5, 0.5), final(0.1, 0.2, 0.5), final(0.5, 0.4, 0.6), final(0.9, 0.9, 0.9)]
+    write("grpo-aspo-ref", [{"method": m, "seed": s, "final": f} for s in range(4)
+                            for m, f in (("grpo", grpo[s]), ("aspo-ref", aspo[s]))])
+    write("grpo-kl005", [{"method": "grpo", "seed": s, "final": ctrl[s]} for s in range(4)])
+    lines = runs.report_lockin(tmp_path)
+    rows = {line.split(" | ")[0][2:]: line for line in lines if line.startswith("| ") and "/" in line}
+    assert "3/4 = 0.75" in rows["grpo"] and "1/4 = 0.25" in rows["aspo-ref"] and "1/4 = 0.25" in rows["grpo-kl005"]
+    assert "0 / 2, p = 0.500" in rows["aspo-ref"]  # seeds 1, 2: only grpo locked in; McNemar on 2 discordant
+    # hard pass@8 differences 0.1, 0.5, 0.6, 0: mean 0.3, sd 0.2944, 0.3 +- 3.182 * 0.2944 / 2 (t, 3 df)
+    assert "+0.300 [-0.168, +0.768]" in rows["aspo-ref"]

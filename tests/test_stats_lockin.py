@@ -56,3 +56,12 @@ def test_paired_lockin_counts_discordant_seeds():
     assert got["diff"] == pytest.approx(2 / 6 - 5 / 6)  # share locked in: aspo 2/6, grpo 5/6
     assert got["p"] == pytest.approx(2 * (1 + 5) / 2 ** 5)  # C(5, 0) + C(5, 1)
     assert paired_lockin(runs, "nois", "grpo")["diff"] is None
+
+
+def test_t_quantile_and_interval_on_textbook_values():
+    from experiments.stats import t_interval, t_quantile
+    for df, want in ((1, 12.706), (7, 2.365), (31, 2.040), (1000, 1.962)):
+        assert t_quantile(0.975, df) == pytest.approx(want, abs=1e-3)
+    lo, hi = t_interval([0.1, 0.2, 0.3])  # mean 0.2, sd 0.1, n 3: 0.2 +- 4.303 * 0.1 / sqrt(3)
+    assert lo == pytest.approx(0.2 - 0.24843, abs=1e-4) and hi == pytest.approx(0.2 + 0.24843, abs=1e-4)
+    assert t_interval([0.5]) is None
