@@ -76,6 +76,9 @@ def fastest(fns, trials):
 def main(argv=None):
     argv = list(sys.argv[1:] if argv is None else argv)
     sizes = None
+    if "-h" in argv or "--help" in argv:  # then nano_aspo.py's flags, which bench.py takes as well
+        print("bench.py's own flag:\n  --members S,S,...  one RL step of S runs batched against the same runs one "
+              "after another, instead of the phase split\nand every flag of nano_aspo.py:")
     if "--members" in argv:  # bench.py's own flag; the rest are nano_aspo.py's
         i = argv.index("--members")
         try:
