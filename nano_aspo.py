@@ -47,7 +47,8 @@ from rewards import (CAREFUL, SHORTCUT, CarryProblem, Problem, corrupt, corrupti
 # the shipped loss taken apart (§5), one change per rung: grpo -> grpo-ent (entropy-split clip) ->
 # grpo-ent-softneg (soft negative dual-clip) -> aspo-ref (the flip); these three need the per-token entropy
 ENTROPY_METHODS = ("grpo-ent", "grpo-ent-softneg", "aspo-ref")
-METHODS = ("grpo", "aspo", "nois", "posmean", "aspo-hardneg") + ENTROPY_METHODS
+FLAT_CLIP_METHODS = ("grpo", "aspo", "nois", "posmean", "aspo-hardneg")  # one eps for every token
+METHODS = FLAT_CLIP_METHODS + ENTROPY_METHODS
 
 
 # %% --- config: one dataclass, filled by argparse; the defaults are the demo ---------------------
@@ -411,9 +412,13 @@ def policy_loss(method: str, logp: torch.Tensor, old_logp: torch.Tensor, advanta
         return loss, ratio_metrics(ratio.detach(), A, mask, eps_low, eps_high, clip_c)
     else:
         raise ValueError(f"unknown method {method!r}; expected one of {', '.join(METHODS)} or FILE.py:FUNCTION")
-    n_valid = mask.sum((-2, -1)).clamp(min=1)
-    loss = (per_token * mask).sum((-2, -1)) / n_valid
-    return loss, ratio_metrics(ratio.detach(), A, mask, eps_low, eps_high, clip_c)
+    return token_mean(per_token, mask), ratio_metrics(ratio.detach(), A, mask, eps_low, eps_high, clip_c)
+
+
+def token_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """The token-mean aggregation of §3 over the valid tokens of (B, T), or of each member of (S, B, T);
+    0 without valid tokens."""
+    return (x * mask).sum((-2, -1)) / mask.sum((-2, -1)).clamp(min=1)
 
 
 @torch.no_grad()
@@ -450,7 +455,7 @@ def kl_k3(logp: torch.Tensor, ref_logp: torch.Tensor, mask: torch.Tensor) -> tor
     logp toward ref_logp. The caller adds kl_coef times it to the policy loss; 0 without valid tokens."""
     d = (ref_logp - logp).clamp(-20.0, 20.0)
     kl = (d.exp() - d - 1).clamp(-10.0, 10.0)
-    return (kl * mask).sum((-2, -1)) / mask.sum((-2, -1)).clamp(min=1)  # per member, as policy_loss
+    return token_mean(kl, mask)
 
 
 def token_weights(method: str, logp: torch.Tensor, old_logp: torch.Tensor, advantages: torch.Tensor,
@@ -684,8 +689,7 @@ def held_out_metrics(problems, rewards, roll: Rollout, texts: list[str], cfg: Co
 def strategy_accuracy(model, problems, cfg: Config, seed: int) -> dict:
     """How well each strategy is known, apart from how often it is chosen: the marker is given (the
     completion starts with "c" or "n") and the rest sampled, eval_samples times per problem; the share
-    right on easy and on hard problems. The teacher's noise allows 1 - careful_noise for c everywhere,
-    1 - teacher_noise for n on easy problems and 0 on hard ones."""
+    right on easy and on hard problems, to set beside what the teacher's noise allows (teacher_accuracy)."""
     gen = torch.Generator(device=next(model.parameters()).device).manual_seed(seed)
     out = {}
     for name, marker in (("careful", CAREFUL), ("shortcut", SHORTCUT)):
@@ -813,8 +817,9 @@ def rl_step(model, optimizer, batches: list, cfg: Config, methods: list[str], ge
             failed |= ~torch.isfinite(losses)
             optimizer.zero_grad(set_to_none=True)
             losses.where(~failed, 0.0).sum().backward()
-            for p in model.parameters():  # a failed member learns nothing more (its gradient may be nan)
-                p.grad[failed] = 0.0
+            if failed.any():  # a failed member learns nothing more (its gradient may be nan)
+                for p in model.parameters():
+                    p.grad[failed] = 0.0
             grad_norms = model.clip_grad_norm_(cfg.grad_clip).tolist()
             optimizer.step()
             for s in range(S):
@@ -990,11 +995,11 @@ def main(argv=None) -> int:
             print(f"\ninterrupted: metrics so far are in {out / 'metrics.jsonl'}", file=sys.stderr)
             status = 130
     comparison = paired_comparison(runs)
+    judged = [m for m in cfg.method_list if any("locked" in r for r in runs)]  # lock-in needs hard problems
     summary = {"config": dataclasses.asdict(cfg), "wall_time_s": time.time() - t_start, "pretrain_s": pretrain_s,
                "checkpoint": str(ckpt), "start": start, "runs": runs, "comparison": comparison,
-               "lockin": [lockin_share(runs, m) for m in cfg.method_list if any("locked" in r for r in runs)],
-               "lockin_paired": [paired_lockin(runs, m) for m in cfg.method_list
-                                 if m != "grpo" and "grpo" in cfg.method_list and any("locked" in r for r in runs)]}
+               "lockin": [lockin_share(runs, m) for m in judged],
+               "lockin_paired": [paired_lockin(runs, m) for m in judged if m != "grpo" and "grpo" in judged]}
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
     print("\n" + "\n".join(summary_lines(start, runs, comparison, cfg.k)))
     print(f"wall time {time.time() - t_start:.1f}s; wrote {out / 'metrics.jsonl'} and {out / 'summary.json'}")

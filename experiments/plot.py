@@ -42,8 +42,7 @@ def weights(method: str, ratios: torch.Tensor, sign: float, **clip) -> torch.Ten
                             torch.ones_like(logp), entropy=torch.zeros_like(logp), **clip)[:, 0]
 
 
-def plot_weights(path: Path, plt, eps_low=0.2, eps_high=0.28, clip_c=3.0,
-                 methods=tuple(m for m in na.METHODS if m not in na.ENTROPY_METHODS)):
+def plot_weights(path: Path, plt, eps_low=0.2, eps_high=0.28, clip_c=3.0, methods=na.FLAT_CLIP_METHODS):
     r = torch.logspace(-0.7, 0.65, 400, base=10).double()  # 0.2 .. 4.5
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.8), sharey=True)
     for ax, sign, title in ((axes[0], 1.0, "positive advantage (A > 0)"), (axes[1], -1.0, "negative advantage (A < 0)")):

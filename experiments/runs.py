@@ -229,11 +229,11 @@ def report_lockin(root: Path) -> list[str]:
             continue
         both = runs_ + arms["grpo"]
         c = paired_lockin(both, name)
+        diffs = {x["metric"]: x["diffs"] for x in paired_comparison(both)}
         cells = []
         for metric in ("hard_pass@k", "pass@1"):
-            diffs = next(x["diffs"] for x in paired_comparison(both) if x["metric"] == metric)
-            lo, hi = t_interval(diffs)
-            cells.append(f"{np.mean(diffs):+.3f} [{lo:+.3f}, {hi:+.3f}]")
+            lo, hi = t_interval(diffs[metric])
+            cells.append(f"{np.mean(diffs[metric]):+.3f} [{lo:+.3f}, {hi:+.3f}]")
         lines.append(row + f" {c['b']} / {c['c']}, p = {c['p']:.3f} | {cells[0]} | {cells[1]} |")
     return lines
 

@@ -30,7 +30,7 @@ TOLERANCE = 1e-4
 # the references: every built-in method but the entropy-split ones, which clip each token by its entropy under
 # the current policy, an input verl's policy-loss call does not give (at equal entropies they are grpo, grpo
 # with the soft negative dual-clip, and aspo)
-REFERENCES = tuple(m for m in na.METHODS if m not in na.ENTROPY_METHODS)
+REFERENCES = na.FLAT_CLIP_METHODS
 # two completions of four tokens; the second one's last token is padding (mask 0)
 OLD_LOGP = torch.tensor([[-1.7, -0.9, -2.3, -0.4], [-1.2, -3.0, -0.6, -1.5]], dtype=torch.float64)
 MASK = torch.tensor([[1.0, 1, 1, 1], [1, 1, 1, 0]], dtype=torch.float64)
