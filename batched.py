@@ -20,6 +20,8 @@ member's own gradient; AdamW works per element, so one AdamW over the stacked pa
 independent AdamWs (the step count is shared, all members step together); the one per-member piece an
 RL step needs beyond that is the gradient-norm clip (clip_grad_norm_ below).
 """
+import dataclasses
+
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -186,3 +188,63 @@ def member_bytes(config: GPTConfig, rows: int, seq_len: int) -> int:
 def max_members(config: GPTConfig, rows: int, seq_len: int, bytes_available: int) -> int:
     """How many members fit in `bytes_available` (member_bytes each); 0 if not even one does."""
     return bytes_available // member_bytes(config, rows, seq_len)
+
+
+# --- member plumbing: what a training loop over a batched model needs besides the model -----------
+def member(x, s: int, S: int):
+    """Member s's rows of a member-major tensor, or of every tensor field of a dataclass (a Rollout):
+    the s-th of S equal parts along the first dimension."""
+    if dataclasses.is_dataclass(x):
+        return type(x)(*(member(getattr(x, f.name), s, S) for f in dataclasses.fields(x)))
+    return x if S == 1 else x.chunk(S)[s]
+
+
+def take(x: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:
+    """x (S, B, ...) -> (S, b, ...): member s's rows cols[s] (cols (S, b)), e.g. one minibatch."""
+    return x.gather(1, cols.view(*cols.shape, *[1] * (x.dim() - 2)).expand(-1, -1, *x.shape[2:]))
+
+
+def zero_failed_grads(model: nn.Module, failed: torch.Tensor):
+    """A member whose loss turned non-finite learns nothing more: its gradients (maybe nan) are 0."""
+    if failed.any():
+        for p in model.parameters():
+            p.grad[failed] = 0.0
+
+
+EVAL_ROWS = 65_536  # sampled rows per evaluation batch: more members are evaluated in chunks
+
+
+def chunks(model, seeds: list, rows_per_member: int):
+    """(part, its seeds) for evaluating every member of `model` (a GPT is one member) at most
+    EVAL_ROWS sampled rows at a time: the whole model if it fits, else StackedGPTs of a chunk of
+    members each (copies of their weights), so memory stays bounded however many members."""
+    chunk = max(1, EVAL_ROWS // rows_per_member)
+    if not isinstance(model, StackedGPT) or model.n_members <= chunk:
+        yield model, seeds
+        return
+    for first in range(0, model.n_members, chunk):
+        members = range(first, min(first + chunk, model.n_members))
+        part = StackedGPT(model.config, [model.member_state_dict(s) for s in members])
+        yield part, seeds[first:first + chunk]
+
+
+def free_memory(device) -> int:
+    """Bytes free for the batched model: the GPU's free memory, or the machine's available memory."""
+    if device.type == "cuda":
+        return torch.cuda.mem_get_info(device)[0]
+    try:
+        with open("/proc/meminfo") as f:
+            return next(int(line.split()[1]) * 1024 for line in f if line.startswith("MemAvailable:"))
+    except (OSError, StopIteration):  # not Linux: no estimate, so no check
+        return 2 ** 62
+
+
+def check_fit(config: GPTConfig, members: int, rows: int, seq_len: int, device, flag: str,
+              extra_bytes_per_member: int = 0):
+    """ValueError naming `flag` when `members` members (member_bytes each, plus extra_bytes_per_member)
+    do not fit in the device's free memory."""
+    need = members * (member_bytes(config, rows, seq_len) + extra_bytes_per_member)
+    have = free_memory(device)
+    if need > have:
+        raise ValueError(f"{flag} {members}: {members} members need about {need / 2**30:.1f} GiB, "
+                         f"{have / 2**30:.1f} GiB are free; lower {flag} (the runs then go in chunks)")

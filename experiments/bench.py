@@ -17,6 +17,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository: nano_aspo.py and its modules
 import nano_aspo as na  # noqa: E402
+import pretrain  # noqa: E402
 from batched import StackedGPT  # noqa: E402
 from model import GPT  # noqa: E402
 
@@ -111,7 +112,7 @@ def main(argv=None):
     rng = random.Random(0)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.pretrain_lr)
 
-    sec, _ = timed(lambda: na.supervised_step(model, opt, *na.teacher_batch(cfg, cfg.pretrain_batch, rng, device)), 50)
+    sec, _ = timed(lambda: pretrain.supervised_step(model, opt, *pretrain.teacher_batch(cfg, cfg.pretrain_batch, rng, device)), 50)
     print(f"pretraining: {1 / sec:.1f} steps/s of {cfg.pretrain_batch} sequences "
           f"({cfg.pretrain_steps} steps ~ {cfg.pretrain_steps * sec:.1f} s)")
 
@@ -126,8 +127,8 @@ def main(argv=None):
           f"({cfg.steps} steps ~ {cfg.steps * (roll_s + upd_s):.1f} s per method)")
 
     test = na.task_problems(cfg, "test")
-    full, _ = timed(lambda: na.evaluate(model, test, cfg, seed=1), 2)
-    curve, _ = timed(lambda: na.evaluate(model, test[:cfg.curve_problems], cfg, seed=1), 3)
+    full, _ = timed(lambda: na.evaluate(model, test, cfg, [1]), 2)
+    curve, _ = timed(lambda: na.evaluate(model, test[:cfg.curve_problems], cfg, [1]), 3)
     n_curve = (cfg.steps - 1) // cfg.eval_every  # the evaluations before the final one
     print(f"evaluation: full set ({len(test)} problems x {cfg.eval_samples} samples) {full:.2f} s, curve subset "
           f"({cfg.curve_problems} problems) {curve:.2f} s; per method ~ {full + n_curve * curve:.1f} s, "

@@ -32,8 +32,10 @@ sys.path.insert(0, str(ROOT))
 
 import nano_aspo as na  # noqa: E402
 from experiments.results import label_order, load_suite  # noqa: E402
-from experiments.stats import (TEACHER_TOLERANCE, frontier_gap, lockin_share, paired_comparison, paired_line,  # noqa: E402
-                               paired_lockin, t_interval, teacher_gaps)
+import pretrain  # noqa: E402
+from experiments.start_probe import teacher_accuracy  # noqa: E402
+from experiments.stats import TEACHER_TOLERANCE, frontier_gap, teacher_gaps  # noqa: E402
+from stats import lockin_share, paired_comparison, paired_line, paired_lockin, t_interval  # noqa: E402
 
 LR_FRACTIONS = (1, 2, 4)  # the same learning-rate sweep for every method: lr0, lr0/2, lr0/4 (§6)
 LADDER = ("nois", "posmean", "aspo-hardneg")  # the paper's ablation ladder (§9), beside grpo and aspo
@@ -48,14 +50,15 @@ def finished(out: Path, argv: list[str]) -> bool:
         summary = json.loads((out / "summary.json").read_text())
         same = json.loads((out / "argv.json").read_text()) == argv
         cfg = na.parse_config(argv)
-        same = same and all(summary["config"].get(f) == getattr(cfg, f) for f in na.PRETRAIN_FIELDS)
+        same = same and all(summary["config"].get(f) == getattr(cfg, f) for f in pretrain.PRETRAIN_FIELDS)
     except (OSError, ValueError, KeyError):
         return False
     return same and "start" in summary and all(r.get("final") for r in summary["runs"])
 
 
-def run_one(argv: list[str], out: Path, threads: int = 1) -> str:
-    """One nano_aspo.py process writing to `out` (skipped if it has finished); its console goes to out/log.txt."""
+def run_one(argv: list[str], out: Path, threads: int = 1, script: tuple = ("nano_aspo.py",)) -> str:
+    """One process of `script` (nano_aspo.py) writing to `out` (skipped if it has finished); its console goes
+    to out/log.txt."""
     if finished(out, argv):
         return f"skip {out}"
     out.mkdir(parents=True, exist_ok=True)
@@ -63,7 +66,7 @@ def run_one(argv: list[str], out: Path, threads: int = 1) -> str:
     env = dict(os.environ, OMP_NUM_THREADS=str(threads))
     t0 = time.time()
     with open(out / "log.txt", "w") as log:
-        rc = subprocess.run([sys.executable, str(ROOT / "nano_aspo.py"), "--quiet",
+        rc = subprocess.run([sys.executable, str(ROOT / script[0]), *script[1:], "--quiet",
                              "--out-dir", str(out), *argv], stdout=log, stderr=subprocess.STDOUT, env=env).returncode
     status = "done" if rc == 0 else f"FAILED (exit {rc}, see {out / 'log.txt'})"
     return f"{status} {out} in {time.time() - t0:.0f}s"
@@ -89,9 +92,10 @@ def rl_jobs(suite: str, methods, fractions, lr0: float, args, extra) -> list:
 
 def start_jobs(args, extra, threads: int) -> list:
     # 64 samples per held-out problem: the evaluation's own noise well below the band's 0.05 (phase 5)
-    return [(["--eval-samples", "64", *extra, "--steps", "0", "--pretrain-seed", str(seed), "--ckpt-dir",
-              str(args.root / "start" / f"p{seed}-t{threads}")], args.root / "start" / f"p{seed}-t{threads}", threads)
-            for seed in START_SEEDS]
+    # the start's strategy and teacher accuracies: experiments/start_probe.py --summary
+    return [(["--eval-samples", "64", *extra, "--pretrain-seed", str(seed), "--ckpt-dir",
+              str(args.root / "start" / f"p{seed}-t{threads}")], args.root / "start" / f"p{seed}-t{threads}", threads,
+             ("experiments/start_probe.py", "--summary")) for seed in START_SEEDS]
 
 
 # --- the report ------------------------------------------------------------------------------------------
@@ -114,7 +118,7 @@ def report_start(root: Path) -> list[str]:
                     continue
                 if "teacher" not in s:  # a start written before the teacher's values were stored
                     cfg = na.Config(**{key: v for key, v in summary["config"].items() if key in na.Config.__dataclass_fields__})
-                    s["teacher"] = na.teacher_accuracy(na.task_problems(cfg, "test"), cfg)
+                    s["teacher"] = teacher_accuracy(na.task_problems(cfg, "test"), cfg)
                 rows.append((seed, t, s))
     if not rows:
         return [f"Starts without strategy accuracies (rerun them): {', '.join(old)}"] if old else []

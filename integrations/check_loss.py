@@ -24,7 +24,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository: nano_aspo.py and its modules
 import nano_aspo as na  # noqa: E402
-from integrations.user_loss import one_line  # noqa: E402
+from integrations.user_loss import one_line, register_user_loss  # noqa: E402
 
 TOLERANCE = 1e-4
 # the references: every built-in method but the entropy-split ones, which clip each token by its entropy under
@@ -186,6 +186,8 @@ def main(argv=None) -> int:
         na.Config(**clip).validate()  # the same ranges as nano_aspo.py's flags
         if a.function not in REFERENCES and ".py:" not in a.function:
             raise ValueError(f"{a.function}: expected FILE.py:FUNCTION or one of {', '.join(REFERENCES)}")
+        if ".py:" in a.function:
+            register_user_loss(a.function, na.USER_LOSSES)
         try:
             measured = weight_table(a.function, **clip)
         except (ValueError, RuntimeError) as e:  # RuntimeError: autograd on a malformed graph

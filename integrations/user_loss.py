@@ -142,3 +142,13 @@ def user_loss(spec: str):
     logp = torch.zeros(1, 2, requires_grad=True)
     call_verl_loss(fn, logp, logp.detach(), torch.ones(1), torch.ones(1, 2))
     return functools.partial(call_verl_loss, fn)
+
+
+def register_user_loss(spec: str, registry: dict):
+    """Load and try the loss of 'FILE.py:FUNCTION' (user_loss) and enter it in `registry`
+    (nano_aspo.USER_LOSSES), so that nano_aspo.policy_loss(spec, ...) calls it. ValueError, one line
+    naming the spec, where it cannot be used."""
+    try:
+        registry[spec] = user_loss(spec)
+    except ValueError as e:
+        raise ValueError(f"{spec}: {e}") from None

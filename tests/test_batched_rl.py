@@ -7,6 +7,7 @@ import math
 import pytest
 import torch
 
+import batched
 import nano_aspo as na
 
 
@@ -72,7 +73,7 @@ def test_a_failing_member_stops_alone(tmp_path, tiny_args, monkeypatch, capsys):
 
 
 def test_members_that_do_not_fit_are_a_one_line_error(tmp_path, tiny_args, monkeypatch, capsys):
-    monkeypatch.setattr(na, "free_memory", lambda device: 1000)
+    monkeypatch.setattr(batched, "free_memory", lambda device: 1000)
     status = na.main([*tiny_args, "--seeds", "0,1", "--out-dir", str(tmp_path / "o")])
     err = capsys.readouterr().err.strip().splitlines()
     assert status == 2 and len(err) == 1 and "--max-members 4" in err[0] and "GiB" in err[0]

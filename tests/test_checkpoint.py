@@ -7,6 +7,7 @@ import pytest
 import torch
 
 import nano_aspo as na
+import pretrain
 import rewards
 
 from model import GPT, GPTConfig, load_checkpoint, save_checkpoint
@@ -41,7 +42,7 @@ def test_checkpoint_is_trained_once_then_loaded(tmp_path, monkeypatch):
         raise AssertionError("pretraining ran although a matching checkpoint exists")
 
     # (not na.pretrain itself: its source is part of the checkpoint key)
-    monkeypatch.setattr(na, "random_problem", no_training)
+    monkeypatch.setattr(pretrain, "random_problem", no_training)
     mtime = p1.stat().st_mtime_ns
     m2, p2, s2 = na.load_or_pretrain(cfg, CPU, log=_quiet)
     assert p2 == p1 and s2 == 0.0
@@ -55,8 +56,8 @@ def test_checkpoint_is_trained_once_then_loaded(tmp_path, monkeypatch):
     monkeypatch.undo()
 
     # a pretraining setting gives another file and trains again
-    assert cfg.teacher_noise != 0.3
-    m3, p3, s3 = na.load_or_pretrain(dataclasses.replace(cfg, teacher_noise=0.3), CPU, log=_quiet)
+    assert cfg.shortcut_noise != 0.3
+    m3, p3, s3 = na.load_or_pretrain(dataclasses.replace(cfg, shortcut_noise=0.3), CPU, log=_quiet)
     assert p3 != p1 and p3.exists() and p1.exists() and s3 > 0
     assert not _same_weights(m1, m3)
 
@@ -80,7 +81,7 @@ def _corrupt_with(path, kind, key):
 def test_corrupt_checkpoint_raises_one_line_runtime_error(tmp_path, kind):
     cfg = _cfg(tmp_path)
     _, path, _ = na.load_or_pretrain(cfg, CPU, log=_quiet)
-    _corrupt_with(path, kind, na.pretrain_key(cfg))
+    _corrupt_with(path, kind, pretrain.pretrain_key(cfg))
     with pytest.raises(RuntimeError) as e:
         na.load_or_pretrain(cfg, CPU, log=_quiet)
     msg = str(e.value)
@@ -102,10 +103,10 @@ def test_main_reports_a_corrupt_checkpoint_in_one_line(tmp_path, capsys, tiny_ar
 def test_task_and_teacher_mixture_are_part_of_the_checkpoint_key(tmp_path):
     cfgs = [_cfg(tmp_path, digits=2), _cfg(tmp_path, operands=3), _cfg(tmp_path),
             _cfg(tmp_path, careful_share=0.5), _cfg(tmp_path, careful_noise=0.1)]
-    keys = [json.dumps(na.pretrain_key(c), sort_keys=True) for c in cfgs]
+    keys = [json.dumps(pretrain.pretrain_key(c), sort_keys=True) for c in cfgs]
     assert len(set(keys)) == len(keys)
     # the RL prompt pool does not shape the checkpoint: pretraining draws its own fresh problems
-    assert na.pretrain_key(_cfg(tmp_path, train_problems=300, easy_share=0.5)) == na.pretrain_key(cfgs[2])
+    assert pretrain.pretrain_key(_cfg(tmp_path, train_problems=300, easy_share=0.5)) == pretrain.pretrain_key(cfgs[2])
     assert all(isinstance(p, rewards.CarryProblem) for p in na.task_problems(cfgs[2], "train"))
 
 

@@ -37,7 +37,7 @@ def test_both_flag_forms(argv):
                                         ("--eps-high", "1"), ("--clip-c", "1"), ("--group", "1"),
                                         ("--temperature", "0"), ("--temperature", "-1"), ("--minibatches", "0"),
                                         ("--epochs", "0"), ("--device", "tpu"), ("--n-layer", "-1"), ("--n-layer", "0"),
-                                        ("--lr", "0"), ("--grad-clip", "0"), ("--teacher-noise", "1"),
+                                        ("--lr", "0"), ("--grad-clip", "0"), ("--shortcut-noise", "1"),
                                         ("--digits", "0"), ("--operands", "1"), ("--k", "17"), ("--k", "1"), ("--curve-problems", "501"),
                                         ("--careful-share", "1.5"), ("--careful-share", "-0.1"),
                                         ("--easy-share", "1.01"), ("--careful-noise", "1"), ("--steps", "-1"),

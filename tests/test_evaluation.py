@@ -1,5 +1,5 @@
 """Held-out evaluation: pass@k (unbiased, against brute force), per-problem metrics on a constructed
-rollout, the hard subset and standard errors, and the numbers summary.json keeps (held_out_numbers)."""
+rollout, the hard subset and standard errors, and the numbers summary.json keeps (summary_numbers)."""
 import itertools
 
 import pytest
@@ -7,7 +7,7 @@ import torch
 
 import nano_aspo as na
 import rewards
-from experiments.stats import bootstrap_se
+from stats import bootstrap_se
 
 
 @pytest.mark.parametrize("n,c,k,want", [(4, 1, 1, 0.25), (16, 0, 1, 0.0), (16, 0, 8, 0.0), (16, 16, 8, 1.0),
@@ -36,7 +36,7 @@ def test_evaluate_per_problem_metrics_hard_subset_and_standard_errors(monkeypatc
     roll = na.Rollout(None, None, None, torch.ones(16, T), torch.zeros(16, T), torch.full((16, T), 0.5))
     monkeypatch.setattr(na, "rollout_and_score", lambda model, probs, n, cfg, gen: (r, roll, texts))
     cfg = na.Config(eval_samples=4, k=2)
-    m = na.evaluate(torch.nn.Linear(1, 1), problems, cfg, seed=0)
+    (m,) = na.evaluate(torch.nn.Linear(1, 1), problems, cfg, [0])
     p1 = [1.0, 0.25, 0.5, 0.0]
     p2 = [1.0, 1 - 3 / 6, 1 - 1 / 6, 0.0]  # 1 - C(n-c, 2) / C(4, 2)
     assert m["eval_pass@1"] == pytest.approx(sum(p1) / 4) and m["eval_pass@2"] == pytest.approx(sum(p2) / 4)
@@ -48,10 +48,10 @@ def test_evaluate_per_problem_metrics_hard_subset_and_standard_errors(monkeypatc
     assert m["eval_pass@1_se"] == pytest.approx(bootstrap_se(p1, 0)) and 0.1 < m["eval_pass@1_se"] < 0.3
 
 
-def test_held_out_numbers_drop_the_prefix_and_name_pass_at_k():
+def test_summary_numbers_drop_the_prefix_and_name_pass_at_k():
     m = {"eval_pass@1": 0.5, "eval_pass@4": 0.8, "eval_pass@4_se": 0.1, "eval_hard_pass@4": 0.6, "reward": 0.3,
          "samples": []}
-    assert na.held_out_numbers(m, 4, 10) == {"k": 4, "n_problems": 10, "pass@1": 0.5, "pass@k": 0.8,
+    assert na.summary_numbers(m, 4, 10) == {"k": 4, "n_problems": 10, "pass@1": 0.5, "pass@k": 0.8,
                                              "pass@k_se": 0.1, "hard_pass@k": 0.6}
 
 

@@ -5,6 +5,7 @@ import random
 import torch
 
 import nano_aspo as na
+import pretrain
 import rewards
 from test_checkpoint import CPU, _cfg, _quiet, _same_weights
 
@@ -36,7 +37,7 @@ def _carry(prompt):
 
 
 def test_teacher_batch_fresh_training_problems_and_the_strategy_mixture(tmp_path):
-    rows = _written(*na.teacher_batch(_cfg(tmp_path, careful_share=0.3, teacher_noise=0.0, careful_noise=0.0),
+    rows = _written(*pretrain.teacher_batch(_cfg(tmp_path, careful_share=0.3, shortcut_noise=0.0, careful_noise=0.0),
                                       400, random.Random(0), CPU))
     assert len({pr for pr, _ in rows}) > 390  # fresh problems, not a small pool
     assert all(rewards.split_of(pr) == "train" for pr, _ in rows)  # never a held-out prompt
@@ -47,10 +48,10 @@ def test_teacher_batch_fresh_training_problems_and_the_strategy_mixture(tmp_path
     assert all(rewards.score(_carry(pr), w) == float(c or _carry(pr).easy) for (pr, w), c in zip(rows, careful))
 
 
-def test_teacher_noise_per_strategy(tmp_path):
+def test_shortcut_noise_per_strategy(tmp_path):
     # careful answers always corrupted, shortcut answers never: exactly the careful rows are wrong strings
-    cfg = _cfg(tmp_path, careful_share=0.5, teacher_noise=0.0, careful_noise=0.999999)
-    rows = _written(*na.teacher_batch(cfg, 200, random.Random(1), CPU))
+    cfg = _cfg(tmp_path, careful_share=0.5, shortcut_noise=0.0, careful_noise=0.999999)
+    rows = _written(*pretrain.teacher_batch(cfg, 200, random.Random(1), CPU))
     shortcut = [w == _carry(pr).shortcut for pr, w in rows]
     assert 60 < sum(shortcut) < 140
     for (pr, w), s in zip(rows, shortcut):
@@ -63,6 +64,6 @@ def test_supervised_step_lowers_the_loss_on_a_fixed_batch(tmp_path):
     torch.manual_seed(0)
     model = na.GPT(na.model_config(cfg))
     opt = torch.optim.AdamW(model.parameters(), lr=1e-2)
-    x, y = na.teacher_batch(cfg, 16, random.Random(0), CPU)
-    losses = [na.supervised_step(model, opt, x, y).item() for _ in range(20)]
+    x, y = pretrain.teacher_batch(cfg, 16, random.Random(0), CPU)
+    losses = [pretrain.supervised_step(model, opt, x, y).item() for _ in range(20)]
     assert losses[-1] < losses[0] - 0.5

@@ -4,6 +4,7 @@ import math
 import pytest
 import torch
 
+import batched
 import nano_aspo as na
 import rewards
 
@@ -29,7 +30,7 @@ def _alternating_score(monkeypatch):
 def _model(cfg, seed=0):
     """A one-member batched model: the RL step trains members (batched.py), one here."""
     torch.manual_seed(seed)
-    return na.StackedGPT(na.model_config(cfg), [na.GPT(na.model_config(cfg))])
+    return batched.StackedGPT(na.model_config(cfg), [na.GPT(na.model_config(cfg))])
 
 
 def _step(model, opt, problems, cfg, method, gen):
@@ -191,26 +192,6 @@ def test_mu_one_control_every_method_gives_the_same_run(tmp_path, tiny_args, mon
                                 "--minibatches", "2", "--epochs", "2", "--methods", "grpo,aspo"]) == 0
     finals = [r["final"] for r in _read(out4)[1]["runs"]]
     assert finals[0] != finals[1]
-
-
-def test_logp_adv_covariance_matches_its_definition_and_splits_by_sign():
-    gen = torch.Generator().manual_seed(0)
-    logp = -torch.rand(4, 5, generator=gen) * 3
-    adv = torch.tensor([1.2, -0.4, 0.0, -0.8])
-    mask = torch.ones(4, 5)
-    mask[1, 3:] = 0
-    m = na.logp_adv_covariance(logp, adv, mask)
-    x = [logp[i, j].item() for i in range(4) for j in range(5) if mask[i, j]]
-    a = [adv[i].item() for i in range(4) for j in range(5) if mask[i, j]]
-    mx, ma = sum(x) / len(x), sum(a) / len(a)
-    cov = sum((xi - mx) * (ai - ma) for xi, ai in zip(x, a)) / len(x)
-    pos = sum((xi - mx) * (ai - ma) for xi, ai in zip(x, a) if ai > 0) / len(x)
-    neg = sum((xi - mx) * (ai - ma) for xi, ai in zip(x, a) if ai < 0) / len(x)
-    assert m["cov_logp_adv"] == pytest.approx(cov, abs=1e-6)
-    assert (m["cov_logp_adv_pos"], m["cov_logp_adv_neg"]) == (pytest.approx(pos, abs=1e-6), pytest.approx(neg, abs=1e-6))
-    # confident tokens rewarded, unlikely ones penalised: positive covariance
-    up = na.logp_adv_covariance(torch.tensor([[-0.1], [-3.0]]), torch.tensor([1.0, -1.0]), torch.ones(2, 1))
-    assert up["cov_logp_adv"] > 0 and up["cov_logp_adv_pos"] > 0 and up["cov_logp_adv_neg"] > 0
 
 
 def test_steps_zero_evaluates_the_start_only(tmp_path, tiny_args, capsys):

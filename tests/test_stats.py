@@ -1,9 +1,10 @@
-"""experiments/stats.py: bootstrap errors and intervals, the paired comparison and its one-line form, the
+"""stats.py and experiments/stats.py: bootstrap errors and intervals, the paired comparison and its one-line form, the
 Pareto frontier and the pace-free frontier gap (§6), and the start and closing lines."""
 import numpy as np
 import pytest
 
-from experiments import stats
+import stats
+from experiments import stats as exp_stats
 
 
 def _run(method, seed, xs, ys, final=None):
@@ -18,15 +19,15 @@ def test_frontier_gap_is_the_mean_distance_above_the_best_baseline_on_the_shared
         suite.append(_run("grpo@2", seed, xs, [0.5 - x / 2 for x in xs]))
         suite.append(_run("grpo@1", seed, xs, [0.45 - x / 2 for x in xs]))  # below grpo@2 everywhere
         suite.append(_run("aspo@2", seed, xs[::-1], [0.5 - x / 2 + 0.01 * (seed + 1) for x in xs[::-1]]))
-    g = stats.frontier_gap(suite, ["aspo@2"], ["grpo@2", "grpo@1"])
+    g = exp_stats.frontier_gap(suite, ["aspo@2"], ["grpo@2", "grpo@1"])
     assert g["seeds"] == [0, 1, 2] and g["diffs"] == pytest.approx([0.01, 0.02, 0.03])
     assert g["mean"] == pytest.approx(0.02) and g["wins"] == 3
     assert g["ci95"][0] <= 0.02 <= g["ci95"][1]
     # a baseline that lies above the method: a negative gap
-    lower = stats.frontier_gap(suite, ["grpo@1"], ["grpo@2"])
+    lower = exp_stats.frontier_gap(suite, ["grpo@1"], ["grpo@2"])
     assert lower["diffs"] == pytest.approx([-0.05] * 3) and lower["wins"] == 0
     # frontier against frontier: the best of several on each side
-    assert stats.frontier_gap(suite, ["grpo@1", "aspo@2"], ["grpo@2"])["diffs"] == pytest.approx([0.01, 0.02, 0.03])
+    assert exp_stats.frontier_gap(suite, ["grpo@1", "aspo@2"], ["grpo@2"])["diffs"] == pytest.approx([0.01, 0.02, 0.03])
 
 
 def test_frontier_is_the_best_y_at_or_above_each_x_whatever_the_order_in_time():
@@ -34,10 +35,10 @@ def test_frontier_is_the_best_y_at_or_above_each_x_whatever_the_order_in_time():
     path = [{"x": 0.16, "y": 0.53}, {"x": 0.10, "y": 0.55}, {"x": 0.14, "y": 0.80}, {"x": 0.06, "y": 0.85},
             {"x": 0.05, "y": 0.70}]
     grid = np.array([0.16, 0.14, 0.12, 0.10, 0.06, 0.05, 0.0])
-    assert stats.frontier([path], "x", "y", grid).tolist() == [0.53, 0.80, 0.80, 0.80, 0.85, 0.85, 0.85]
+    assert exp_stats.frontier([path], "x", "y", grid).tolist() == [0.53, 0.80, 0.80, 0.80, 0.85, 0.85, 0.85]
     # several runs: the frontier of all their evaluations
     other = [{"x": 0.16, "y": 0.60}, {"x": 0.05, "y": 0.90}]
-    assert stats.frontier([path, other], "x", "y", grid).tolist() == [0.60, 0.80, 0.80, 0.80, 0.85, 0.90, 0.90]
+    assert exp_stats.frontier([path, other], "x", "y", grid).tolist() == [0.60, 0.80, 0.80, 0.80, 0.85, 0.90, 0.90]
 
 
 def test_frontier_gap_grid_spans_where_both_frontiers_are_defined():
@@ -45,10 +46,10 @@ def test_frontier_gap_grid_spans_where_both_frontiers_are_defined():
     b = _run("grpo@1", 0, [0.5, 0.0], [0.5, 1.0])
     # grid [0, 0.5] (the lowest x of any run to the highest x every run reached): a's frontier is 0.5
     # everywhere there, b's is 1.0 at x = 0 and 0.5 above it
-    g = stats.frontier_gap([a, b], ["aspo@1"], ["grpo@1"])
+    g = exp_stats.frontier_gap([a, b], ["aspo@1"], ["grpo@1"])
     assert g["seeds"] == [0] and g["diffs"] == pytest.approx([-0.5 / 50])
-    assert stats.frontier_gap([a], ["aspo@1"], ["grpo@1"])["mean"] is None  # no baseline run: no seed
-    assert stats.paired_line(stats.frontier_gap([a], ["aspo@1"], ["grpo@1"]), 8, label=False) == "n/a"
+    assert exp_stats.frontier_gap([a], ["aspo@1"], ["grpo@1"])["mean"] is None  # no baseline run: no seed
+    assert stats.paired_line(exp_stats.frontier_gap([a], ["aspo@1"], ["grpo@1"]), 8, label=False) == "n/a"
 
 
 def test_paired_comparison_differences_interval_and_wins():

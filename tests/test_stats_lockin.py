@@ -2,7 +2,7 @@
 flag, and the share and paired comparison built on them."""
 import pytest
 
-from experiments.stats import (LOCKIN_CAREFUL_HARD, locked_in, lockin_share, mcnemar_exact, paired_lockin,
+from stats import (LOCKIN_CAREFUL_HARD, locked_in, lockin_share, mcnemar_exact, paired_lockin,
                                wilson_interval)
 
 
@@ -59,7 +59,7 @@ def test_paired_lockin_counts_discordant_seeds():
 
 
 def test_t_quantile_and_interval_on_textbook_values():
-    from experiments.stats import t_interval, t_quantile
+    from stats import t_interval, t_quantile
     for df, want in ((1, 12.706), (7, 2.365), (31, 2.040), (1000, 1.962)):
         assert t_quantile(0.975, df) == pytest.approx(want, abs=1e-3)
     lo, hi = t_interval([0.1, 0.2, 0.3])  # mean 0.2, sd 0.1, n 3: 0.2 +- 4.303 * 0.1 / sqrt(3)

@@ -3,6 +3,7 @@ plugin equal to policy_loss("aspo") and registered with a stand-in verl, and --m
 in the RL loop."""
 import importlib.util
 import json
+import re
 import sys
 import types
 
@@ -11,7 +12,7 @@ import torch
 
 import nano_aspo as na
 from conftest import ROOT
-from integrations.user_loss import VerlConfig, one_line, user_loss
+from integrations.user_loss import VerlConfig, one_line, register_user_loss, user_loss
 from test_check_loss import GOOD_HEADER, PLUGIN, write
 from test_rl import _alternating_score
 
@@ -36,6 +37,7 @@ def test_verl_plugin_loss_and_gradient_equal_policy_loss_aspo():
     want, _ = na.policy_loss("aspo", logp, old, adv, mask, 0.2, 0.28, 3.0)
     assert loss.item() == pytest.approx(want.item(), rel=1e-12)
     clip = dict(eps_low=0.2, eps_high=0.28, clip_c=3.0)  # the weights, through the plugin called as verl calls it
+    register_user_loss(PLUGIN, na.USER_LOSSES)  # as main does for --methods FILE.py:FUNCTION
     torch.testing.assert_close(na.token_weights(PLUGIN, logp, old, adv, mask, **clip),
                                na.token_weights("aspo", logp, old, adv, mask, **clip), rtol=1e-12, atol=1e-12)
     assert set(metrics) == {"actor/pg_clipfrac", "actor/ppo_kl", "actor/pg_clipfrac_lower"}
@@ -72,12 +74,14 @@ def test_verl_plugin_registers_aspo_and_returns_what_that_verl_unpacks(monkeypat
 
 
 # --- your loss in the toy: --methods FILE.py:FUNCTION --------------------------------------------------------------
-def test_a_bad_user_method_is_a_one_line_config_error(tmp_path):
-    with pytest.raises(ValueError, match=r"^--methods .*missing\.py:fn: no such file"):
-        na.parse_config(["--methods", f"grpo,{tmp_path / 'missing.py'}:fn"])
+def test_a_bad_user_method_is_a_one_line_error_before_any_work(tmp_path, capsys):
     path = write(tmp_path, GOOD_HEADER.format(extra="") + "    return -(advantages * log_prob)\n")
-    with pytest.raises(ValueError, match="--methods .*not a scalar loss"):  # called once before any training
-        na.parse_config(["--methods", f"{path}:fn"])
+    for spec, what in ((f"{tmp_path / 'missing.py'}:fn", "missing\\.py:fn: no such file"),
+                       (f"{path}:fn", "not a scalar loss")):  # called once before any training
+        assert na.main(["--methods", f"grpo,{spec}", "--out-dir", str(tmp_path / "o")]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and re.search(f"error: --methods .*{what}", err[0]), err
+        assert not (tmp_path / "o").exists()  # stopped before pretraining or any output
     assert na.parse_config(["--methods", f"grpo,{PLUGIN}"]).method_list == ["grpo", PLUGIN]
 
 

@@ -1,0 +1,194 @@
+"""Statistics over problems and over paired seeds (ASPO.md §10), for nano_aspo.py's closing table
+and experiments/runs.py's reports: bootstrap standard errors and intervals, the paired comparison of
+two methods run on the same seeds, t intervals, and for an outcome decided once per seed (locked in
+or not) its share with a Wilson interval and the exact McNemar test of two arms."""
+import math
+
+import numpy as np
+
+# the final held-out metrics that every comparison reports (pass@k is stored under that name, whatever k)
+COMPARED = ("entropy", "pass@1", "pass@k", "distinct_correct", "hard_pass@1", "hard_pass@k", "careful_hard")
+
+
+def bootstrap_means(values, draws: int, seed: int = 0) -> np.ndarray:
+    """Means of `draws` resamples (with replacement) of `values`: the bootstrap distribution of the mean."""
+    x = np.asarray(values, dtype=float)
+    return x[np.random.default_rng(seed).integers(0, len(x), size=(draws, len(x)))].mean(axis=1)
+
+
+def bootstrap_se(values: list[float], seed: int = 0, draws: int = 1000) -> float:
+    """Standard error of the mean of per-problem values, by resampling the problems (bootstrap)."""
+    return float(bootstrap_means(values, draws, seed).std())
+
+
+def bootstrap_ci(diffs, draws: int = 10_000) -> list[float] | None:
+    """95% bootstrap percentile interval of the mean of per-seed differences (None below two seeds)."""
+    if len(diffs) < 2:
+        return None
+    boot = bootstrap_means(diffs, draws)
+    return [float(np.percentile(boot, 2.5)), float(np.percentile(boot, 97.5))]
+
+
+def finals(runs: list[dict]) -> dict:
+    """{(method, seed): final held-out numbers} of the runs that finished."""
+    return {(r["method"], r["seed"]): r["final"] for r in runs if r["final"]}
+
+
+def paired_comparison(runs: list[dict], baseline: str = "grpo") -> list[dict]:
+    """For every method run beside `baseline`: the final held-out metrics' differences method - baseline,
+    paired by seed (same checkpoint, prompts and evaluation draws), their mean, a 95% bootstrap
+    percentile interval over seeds (None with one seed) and wins = seeds with a difference > 0."""
+    by = finals(runs)
+    out = []
+    for method in dict.fromkeys(r["method"] for r in runs):
+        seeds = sorted(s for (m, s) in by if m == method and (baseline, s) in by)
+        if method == baseline or not seeds:
+            continue
+        for metric in COMPARED:
+            if metric not in by[method, seeds[0]]:
+                continue
+            diffs = np.array([by[method, s][metric] - by[baseline, s][metric] for s in seeds])
+            out.append({"method": method, "baseline": baseline, "metric": metric, "seeds": seeds,
+                        "diffs": diffs.tolist(), "mean": float(diffs.mean()), "ci95": bootstrap_ci(diffs),
+                        "wins": int((diffs > 0).sum())})
+    return out
+
+
+# §10's once-per-seed outcome: a careful share on hard held-out problems near 0 means the policy locked onto
+# the shortcut (README); 0.2, fixed before the runs, draws that line (the start's share is 0.10: a run
+# escapes only by raising it)
+LOCKIN_CAREFUL_HARD = 0.2
+
+
+def locked_in(final: dict) -> bool:
+    """Whether a run locked onto the shortcut (§10, §8's carry task): its final careful share on hard
+    held-out problems (final["careful_hard"], where only the careful strategy is right) is below
+    LOCKIN_CAREFUL_HARD."""
+    return final["careful_hard"] < LOCKIN_CAREFUL_HARD
+
+
+def wilson_interval(successes: int, n: int, z: float = 1.96) -> tuple[float, float]:
+    """Wilson score interval of a share successes / n (§10: 4 of 8 gives about [0.22, 0.78]); unlike the
+    normal interval it stays inside [0, 1] and is not empty at 0 or n. (0, 1) for n = 0."""
+    if n == 0:
+        return 0.0, 1.0
+    p, z2 = successes / n, z * z
+    center = (p + z2 / (2 * n)) / (1 + z2 / n)
+    half = z / (1 + z2 / n) * math.sqrt(p * (1 - p) / n + z2 / (4 * n * n))
+    return max(0.0, center - half), min(1.0, center + half)
+
+
+def mcnemar_exact(b: int, c: int) -> float:
+    """Two-sided exact McNemar test (§10) on the discordant seeds of two arms, b one way and c the other:
+    under no difference each discordant seed goes either way with probability 1/2, so
+    p = min(1, 2 P(Binomial(b + c, 1/2) <= min(b, c))); 1 when there are none."""
+    n = b + c
+    return min(1.0, 2 * sum(math.comb(n, i) for i in range(min(b, c) + 1)) / 2 ** n) if n else 1.0
+
+
+def lockin_share(runs: list[dict], method: str) -> dict:
+    """The share of `method`'s finished runs that locked in (locked_in), with its 95% Wilson interval."""
+    flags = [locked_in(f) for (m, _), f in sorted(finals(runs).items()) if m == method]
+    return {"method": method, "locked": sum(flags), "n": len(flags), "share": sum(flags) / len(flags) if flags else None,
+            "wilson95": wilson_interval(sum(flags), len(flags))}
+
+
+def paired_lockin(runs: list[dict], method: str, baseline: str = "grpo") -> dict:
+    """Lock-in of `method` against `baseline` on the seeds both finished (§10): b = seeds where only
+    `method` locked in, c = seeds where only `baseline` did, diff = method's share minus baseline's
+    ((b - c) / seeds), p = the exact McNemar test of b against c."""
+    by = finals(runs)
+    seeds = sorted(s for (m, s) in by if m == method and (baseline, s) in by)
+    pairs = [(locked_in(by[method, s]), locked_in(by[baseline, s])) for s in seeds]
+    b, c = sum(x and not y for x, y in pairs), sum(y and not x for x, y in pairs)
+    return {"method": method, "baseline": baseline, "b": b, "c": c,
+            "diff": (b - c) / len(seeds) if seeds else None, "p": mcnemar_exact(b, c), "seeds": seeds}
+
+
+def paired_line(c: dict, k: int, label: bool = True) -> str:
+    """One comparison of paired_comparison or frontier_gap as a line: "aspo - grpo, pass@8: +0.012
+    [-0.020, +0.041], 5/8 seeds > 0" (without its label: from the mean on)."""
+    what = (f"{c['method']} - {c['baseline']}, {c['metric'].replace('pass@k', f'pass@{k}')}: " if "metric" in c
+            else f"{' / '.join(c['methods'])} vs {' / '.join(c['baselines'])}: ") if label else ""
+    if c["mean"] is None:
+        return f"{what}n/a"
+    ci = f"[{c['ci95'][0]:+.3f}, {c['ci95'][1]:+.3f}]" if c["ci95"] else "(no interval)"
+    return f"{what}{c['mean']:+.3f} {ci}, {c['wins']}/{len(c['seeds'])} seeds > 0"
+
+
+def start_line(start: dict, k: int) -> str:
+    """The start's held-out numbers (summary.json's "start") on one or two lines."""
+    line = (f"start (held-out, {start['n_problems']} problems): pass@1 {start['pass@1']:.3f} +- "
+            f"{start['pass@1_se']:.3f}  pass@{k} {start['pass@k']:.3f} +- {start['pass@k_se']:.3f}  "
+            f"entropy {start['entropy']:.3f}")
+    if "careful_hard" in start:  # a held-out set with hard problems
+        line += (f"\n  hard pass@{k} {start['hard_pass@k']:.3f}  careful share (hard) "
+                 f"{start['careful_hard']:.3f}")
+    return line
+
+
+def compare(runs: list[dict]) -> dict:
+    """summary.json's comparisons: every method against grpo, paired by seed, on the continuous
+    endpoints and on lock-in (a held-out set with hard problems only)."""
+    judged = list(dict.fromkeys(r["method"] for r in runs if "locked" in r))
+    return {"comparison": paired_comparison(runs), "lockin": [lockin_share(runs, m) for m in judged],
+            "lockin_paired": [paired_lockin(runs, m) for m in judged
+                              if m != "grpo" and "grpo" in judged]}
+
+
+def summary_lines(start: dict, runs: list[dict], comparison: list[dict], k: int) -> list[str]:
+    """nano_aspo.py's closing table: the start; per method the end (mean over seeds) and the share of
+    seeds locked in on the shortcut (locked_in) with its Wilson interval, and each seed's outcome; then
+    each method's paired differences against grpo, lock-in with the exact McNemar test."""
+    lines = [start_line(start, k)]
+    keys = [key for key in ("entropy", "pass@1", "pass@k", "hard_pass@k", "careful_hard") if key in start]
+    if runs:
+        lines.append(f"{'method':16s} {'seeds':>5s} | " + " | ".join(f"{key.replace('pass@k', f'pass@{k}'):>12s}" for key in keys)
+                     + " | locked in (share, 95% Wilson)")
+    methods, hard = list(dict.fromkeys(r["method"] for r in runs)), "careful_hard" in start  # lock-in needs hard problems
+    for method in methods:
+        ends = [r["final"] for r in runs if r["method"] == method and r["final"]]
+        if ends:
+            share = lockin_share(runs, method) if hard else {"wilson95": (0, 0)}
+            lo, hi = share["wilson95"]
+            lines.append(f"{method[:16]:16s} {len(ends):5d} | " + " | ".join(f"{np.mean([f[key] for f in ends]):12.3f}" for key in keys)
+                         + (f" | {share['locked']}/{share['n']} = {share['share']:.2f} [{lo:.2f}, {hi:.2f}]" if hard else ""))
+    for method in methods if hard else []:
+        outcome = [f"s{r['seed']} {'locked in' if locked_in(r['final']) else 'escaped'}" for r in runs
+                   if r["method"] == method and r["final"]]
+        lines.append(f"  {method}: " + ", ".join(outcome))
+    if comparison:
+        lines.append("paired differences (final held-out; mean, 95% bootstrap interval over seeds, seeds in favour; "
+                     "one seed has no interval: use --seeds 0,1,...,7):")
+    lines += ["  " + paired_line(c, k) for c in comparison]
+    for method in methods if hard and "grpo" in methods else []:
+        if method != "grpo":
+            c = paired_lockin(runs, method)
+            if c["seeds"]:
+                lines.append(f"  {method} - grpo, locked in: {c['diff']:+.3f} ({c['b']} seeds only {method}, {c['c']} only "
+                             f"grpo; exact McNemar p = {c['p']:.3f}, {len(c['seeds'])} seeds)")
+    return lines
+
+
+def t_quantile(p: float, df: int) -> float:
+    """The p quantile of Student's t with df degrees of freedom (p > 0.5), by bisection on its CDF, the
+    density integrated with Simpson's rule (numpy only, no scipy)."""
+    log_c = math.lgamma((df + 1) / 2) - math.lgamma(df / 2) - 0.5 * math.log(df * math.pi)
+    def cdf(x):
+        grid = np.linspace(0.0, x, 2001)
+        pdf = np.exp(log_c - (df + 1) / 2 * np.log1p(grid ** 2 / df))
+        return 0.5 + (grid[1] - grid[0]) / 3 * (pdf[0] + pdf[-1] + 4 * pdf[1:-1:2].sum() + 2 * pdf[2:-1:2].sum())
+    lo, hi = 0.0, 50.0
+    for _ in range(60):
+        mid = (lo + hi) / 2
+        lo, hi = (mid, hi) if cdf(mid) < p else (lo, mid)
+    return (lo + hi) / 2
+
+
+def t_interval(diffs, level: float = 0.95) -> list[float] | None:
+    """The t interval of the mean of per-seed differences (§10: continuous endpoints); None below two seeds."""
+    x = np.asarray(diffs, dtype=float)
+    if len(x) < 2:
+        return None
+    half = t_quantile(0.5 + level / 2, len(x) - 1) * x.std(ddof=1) / math.sqrt(len(x))
+    return [float(x.mean() - half), float(x.mean() + half)]
