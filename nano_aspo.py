@@ -24,7 +24,6 @@ import math
 import random
 import sys
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -34,73 +33,16 @@ import batched
 import stats
 from config import Config, block_size, max_new_tokens, model_config, pick_device, task_problems
 from config import parse_config as parse_flags
-from model import GPT, KVCache
+from model import GPT
 from pretrain import load_or_pretrain
+from sampler import Rollout, entropy_of, sample
 from rewards import CAREFUL, score
 # the task's text as tokens, one per character: "407+038=" -> BOS 4 0 7 + 0 3 8 =, and the answer
 # "c544" (careful way, sum's digits least significant first) or "n534" (shortcut), then EOS
-from tokenizer import BOS, EOS, PAD, VOCAB, VOCAB_SIZE, completion_text, decode, encode, prompt_ids
+from tokenizer import completion_text, prompt_ids
 
 
-# %% --- sampling: G completions per prompt in one batch, with the KV cache ------------------------
-@dataclass
-class Rollout:
-    prompt_lens: torch.Tensor  # (B,) prompt length of each row, BOS included
-    sequences: torch.Tensor    # (B, L) prompt + completion, right-padded with PAD
-    tokens: torch.Tensor       # (B, T) completion tokens, PAD after the end token
-    mask: torch.Tensor         # (B, T) 1.0 for valid completion tokens, up to and including EOS
-    logp: torch.Tensor         # (B, T) fp32 log-prob of each sampled token under the sampler
-    entropy: torch.Tensor      # (B, T) fp32 entropy of the sampling distribution at each step
-
-
-def entropy_of(logp_all: torch.Tensor) -> torch.Tensor:
-    """Entropy over the last (vocabulary) dimension of log-probabilities."""
-    return -(logp_all.exp() * logp_all).sum(-1)
-
-
-@torch.no_grad()
-def sample(model: GPT, prompts: list[list[int]], max_new_tokens: int, temperature: float,
-           generator, use_cache: bool = True) -> Rollout:
-    """Sample one completion per prompt row (repeat a prompt G times for a group).
-
-    Rows are bucketed by prompt length so that no prompt needs padding; each bucket is one batch
-    that is prefilled once and then extended one token at a time through the KV cache (use_cache=
-    False recomputes the whole sequence instead; bench.py compares). `generator` is one
-    torch.Generator, or a list of them, one per member of a batched model (batched.py): each
-    member's rows then draw from its own stream, exactly as they would alone."""
-    gens = generator if isinstance(generator, list) else [generator]
-    device = next(model.parameters()).device
-    B = len(prompts)
-    tokens = torch.full((B, max_new_tokens), PAD, dtype=torch.long, device=device)
-    mask, logps, ents = (torch.zeros(B, max_new_tokens, device=device) for _ in range(3))
-    lens = torch.tensor([len(p) for p in prompts], device=device)
-    sequences = torch.full((B, int(lens.max()) + max_new_tokens), PAD, dtype=torch.long,
-                           device=device)
-    for length in sorted(set(lens.tolist())):
-        rows = (lens == length).nonzero().squeeze(1)
-        idx = prompt_idx = torch.tensor([prompts[i] for i in rows.tolist()], device=device)
-        cache = KVCache(model.config, len(rows), device) if use_cache else None
-        logits = model(idx, cache)[:, -1]
-        alive = torch.ones(len(rows), dtype=torch.bool, device=device)
-        for t in range(max_new_tokens):
-            logp_all = F.log_softmax(logits.float() / temperature, dim=-1)  # (b, V)
-            tok = batched.multinomial_per_member(logp_all.exp(), gens).squeeze(1)
-            tokens[rows, t] = torch.where(alive, tok, PAD)
-            mask[rows, t] = alive.float()
-            logps[rows, t] = logp_all.gather(1, tok[:, None]).squeeze(1) * alive
-            ents[rows, t] = entropy_of(logp_all) * alive
-            alive &= tok != EOS
-            if not alive.any() or t == max_new_tokens - 1:
-                break
-            if use_cache:
-                logits = model(tok[:, None], cache)[:, -1]
-            else:
-                idx = torch.cat([idx, tok[:, None]], dim=1)
-                logits = model(idx)[:, -1]
-        sequences[rows, :length + max_new_tokens] = torch.cat([prompt_idx, tokens[rows]], dim=1)
-    return Rollout(lens, sequences, tokens, mask, logps, ents)
-
-
+# %% --- sampling: G completions per prompt (sampler.py, with a KV cache), and the training path ------
 def token_logps(model: GPT, roll: Rollout, rows: torch.Tensor, temperature: float):
     """The training path: log-probs (len(rows), T) of the completion tokens under `model`, by one
     plain forward pass (no cache) over prompt + completion, and the detached entropy (len(rows), T)

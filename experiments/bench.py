@@ -17,6 +17,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository: nano_aspo.py and its modules
 import nano_aspo as na  # noqa: E402
+import sampler  # noqa: E402
 import pretrain  # noqa: E402
 from batched import StackedGPT  # noqa: E402
 from model import GPT  # noqa: E402
@@ -102,7 +103,7 @@ def main(argv=None):
     # an untrained model rarely emits EOS, so every row runs to max_new_tokens: a fair token count
     for name, use_cache in (("KV cache", True), ("recompute", False)):
         gen = torch.Generator(device=device).manual_seed(0)
-        sec, roll = timed(lambda: na.sample(model, prompts, T, cfg.temperature, gen, use_cache), 20)
+        sec, roll = timed(lambda: sampler.sample(model, prompts, T, cfg.temperature, gen, use_cache), 20)
         tps = roll.mask.sum().item() / sec
         print(f"sampling ({name:9s}): {tps:10,.0f} tokens/s  ({sec * 1e3:6.1f} ms per batch)")
         if use_cache:

@@ -23,6 +23,8 @@ from rewards import CAREFUL, SHORTCUT, corruption_digits, score
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import nano_aspo as na  # noqa: E402
+import sampler  # noqa: E402
+import tokenizer  # noqa: E402
 import pretrain  # noqa: E402
 
 from experiments.stats import STRATEGY_KEYS, TEACHER_TOLERANCE, start_line, teacher_gaps  # noqa: E402
@@ -36,8 +38,8 @@ def strategy_accuracy(model, problems, cfg: na.Config, seed: int) -> dict:
     gen = torch.Generator(device=next(model.parameters()).device).manual_seed(seed)
     out = {}
     for name, marker in (("careful", CAREFUL), ("shortcut", SHORTCUT)):
-        prompts = [na.prompt_ids(p) + na.encode(marker) for p in problems for _ in range(cfg.eval_samples)]
-        roll = na.sample(model, prompts, na.max_new_tokens(cfg) - 1, cfg.temperature, gen)
+        prompts = [na.prompt_ids(p) + tokenizer.encode(marker) for p in problems for _ in range(cfg.eval_samples)]
+        roll = sampler.sample(model, prompts, na.max_new_tokens(cfg) - 1, cfg.temperature, gen)
         right = [score(problems[i // cfg.eval_samples], marker + na.completion_text(row))
                  for i, row in enumerate(roll.tokens.tolist())]
         for kind, easy in (("easy", True), ("hard", False)):

@@ -5,6 +5,8 @@ import torch
 import torch.nn.functional as F
 
 import nano_aspo as na
+import sampler
+import tokenizer
 import rewards
 from batched import StackedGPT, max_members, member_bytes, multinomial_per_member
 from model import GPT, GPTConfig, KVCache
@@ -191,7 +193,7 @@ def test_multinomial_per_member_draws_each_members_own_stream():
 
 
 def test_tutorial_sampler_and_log_probs_run_on_the_stacked_model():
-    cfg = GPTConfig(vocab_size=na.VOCAB_SIZE, block_size=17, n_layer=1, n_head=2, n_embd=16)
+    cfg = GPTConfig(vocab_size=tokenizer.VOCAB_SIZE, block_size=17, n_layer=1, n_head=2, n_embd=16)
     models = []
     for s in range(S):
         torch.manual_seed(s)
@@ -200,7 +202,7 @@ def test_tutorial_sampler_and_log_probs_run_on_the_stacked_model():
     rng = random.Random(0)
     # carry prompts all have one length (zero-padded operands), so the sampler's one bucket stays member-major
     prompts = [na.prompt_ids(rewards.random_problem(rng)) for _ in range(S * b)]
-    roll = na.sample(stacked, prompts, 8, 1.0, torch.Generator().manual_seed(0))
+    roll = sampler.sample(stacked, prompts, 8, 1.0, torch.Generator().manual_seed(0))
     rows = torch.arange(S * b)
     with torch.no_grad():
         logp = na.token_logps(stacked, roll, rows, 1.0)[0]

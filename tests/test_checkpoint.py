@@ -36,7 +36,7 @@ def test_checkpoint_is_trained_once_then_loaded(tmp_path, monkeypatch):
     assert p1.exists() and p1.parent == tmp_path and p1.name.startswith("pretrained-")
     # pretraining changed the weights (it is not just a fresh init)
     torch.manual_seed(cfg.pretrain_seed)
-    assert not _same_weights(m1, na.GPT(na.model_config(cfg)))
+    assert not _same_weights(m1, GPT(na.model_config(cfg)))
 
     def no_training(*a, **k):
         raise AssertionError("pretraining ran although a matching checkpoint exists")

@@ -5,6 +5,7 @@ import pytest
 import torch
 
 import nano_aspo as na
+import tokenizer
 import rewards
 
 
@@ -116,7 +117,7 @@ def test_max_new_tokens_and_block_size_fit_the_longest_carry_answer():
         cfg = na.parse_config(["--digits", str(digits), "--operands", str(operands)])
         top = [10 ** digits - 1] * operands
         p = rewards.carry_problem(top, digits)  # the largest sum: the longest careful answer
-        assert len(na.encode(p.answer)) + 1 + 2 <= na.max_new_tokens(cfg)  # + EOS + the 2 spare tokens
+        assert len(tokenizer.encode(p.answer)) + 1 + 2 <= na.max_new_tokens(cfg)  # + EOS + the 2 spare tokens
         assert len(na.prompt_ids(p)) + na.max_new_tokens(cfg) - 1 <= na.block_size(cfg)
 
 

@@ -6,6 +6,7 @@ import pytest
 import torch
 
 import nano_aspo as na
+import sampler
 import rewards
 from stats import bootstrap_se
 
@@ -33,7 +34,7 @@ def test_evaluate_per_problem_metrics_hard_subset_and_standard_errors(monkeypatc
     texts = ["c975", "n975", "c975", "n975", "c333", "x", "x", "x",
              "c544", "c544", "n534", "n534", "n099", "n099", "c0001x", "n0"]
     T = 3
-    roll = na.Rollout(None, None, None, torch.ones(16, T), torch.zeros(16, T), torch.full((16, T), 0.5))
+    roll = sampler.Rollout(None, None, None, torch.ones(16, T), torch.zeros(16, T), torch.full((16, T), 0.5))
     monkeypatch.setattr(na, "rollout_and_score", lambda model, probs, n, cfg, gen: (r, roll, texts))
     cfg = na.Config(eval_samples=4, k=2)
     (m,) = na.evaluate(torch.nn.Linear(1, 1), problems, cfg, [0])

@@ -5,6 +5,8 @@ import random
 import torch
 
 import nano_aspo as na
+import tokenizer
+from model import GPT
 import pretrain
 import rewards
 from test_checkpoint import CPU, _cfg, _quiet, _same_weights
@@ -21,14 +23,14 @@ def _written(x, y):
     from the targets that are not -100, which end with exactly one EOS; every target is the next input."""
     rows = []
     for xi, yi in zip(x.tolist(), y.tolist()):
-        assert xi[0] == na.BOS
-        text = na.decode([t for t in xi if t != na.PAD])
+        assert xi[0] == tokenizer.BOS
+        text = tokenizer.decode([t for t in xi if t != tokenizer.PAD])
         targets = [t for t in yi if t != -100]
-        assert targets[-1] == na.EOS and targets.count(na.EOS) == 1
+        assert targets[-1] == tokenizer.EOS and targets.count(tokenizer.EOS) == 1
         for j, t in enumerate(yi[:-1]):  # the shift is right
             if t != -100:
                 assert xi[j + 1] == t
-        rows.append((text[len("<|bos|>"):text.index("=") + 1], na.decode(targets[:-1])))
+        rows.append((text[len("<|bos|>"):text.index("=") + 1], tokenizer.decode(targets[:-1])))
     return rows
 
 
@@ -62,7 +64,7 @@ def test_shortcut_noise_per_strategy(tmp_path):
 def test_supervised_step_lowers_the_loss_on_a_fixed_batch(tmp_path):
     cfg = _cfg(tmp_path)
     torch.manual_seed(0)
-    model = na.GPT(na.model_config(cfg))
+    model = GPT(na.model_config(cfg))
     opt = torch.optim.AdamW(model.parameters(), lr=1e-2)
     x, y = pretrain.teacher_batch(cfg, 16, random.Random(0), CPU)
     losses = [pretrain.supervised_step(model, opt, x, y).item() for _ in range(20)]

@@ -6,6 +6,7 @@ import torch
 
 import batched
 import nano_aspo as na
+from model import GPT
 import rewards
 
 
@@ -30,7 +31,7 @@ def _alternating_score(monkeypatch):
 def _model(cfg, seed=0):
     """A one-member batched model: the RL step trains members (batched.py), one here."""
     torch.manual_seed(seed)
-    return batched.StackedGPT(na.model_config(cfg), [na.GPT(na.model_config(cfg))])
+    return batched.StackedGPT(na.model_config(cfg), [GPT(na.model_config(cfg))])
 
 
 def _step(model, opt, problems, cfg, method, gen):

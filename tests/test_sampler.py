@@ -3,12 +3,14 @@ import torch
 import torch.nn.functional as F
 
 import nano_aspo as na
+import sampler
+import tokenizer
 from model import GPT, GPTConfig
 
 
 def _random_model(seed=0, block_size=20):
     torch.manual_seed(seed)
-    model = GPT(GPTConfig(vocab_size=na.VOCAB_SIZE, block_size=block_size, n_layer=2, n_head=2, n_embd=32)).eval()
+    model = GPT(GPTConfig(vocab_size=tokenizer.VOCAB_SIZE, block_size=block_size, n_layer=2, n_head=2, n_embd=32)).eval()
     with torch.no_grad():
         for p in model.parameters():
             p.mul_(2.0)  # logits of order 1, so that they depend on the context
@@ -18,12 +20,12 @@ def _random_model(seed=0, block_size=20):
 def _prompts(seed=0):
     """Prompts of four different lengths, each repeated, in mixed order (the sampler buckets them)."""
     g = torch.Generator().manual_seed(seed)
-    base = [[na.BOS] + torch.randint(0, len(na.VOCAB), (n,), generator=g).tolist() for n in (2, 5, 3, 7)]
+    base = [[tokenizer.BOS] + torch.randint(0, len(tokenizer.VOCAB), (n,), generator=g).tolist() for n in (2, 5, 3, 7)]
     return [base[i % 4] for i in (0, 1, 2, 3, 1, 0, 3, 2, 2, 1, 0, 3)]
 
 
 def _sample(model, prompts, seed, T=8, temperature=1.0):
-    return na.sample(model, prompts, T, temperature, torch.Generator().manual_seed(seed))
+    return sampler.sample(model, prompts, T, temperature, torch.Generator().manual_seed(seed))
 
 
 def test_same_seed_same_rollout_different_seed_differs():
@@ -47,15 +49,15 @@ def test_shapes_and_sequences_layout():
     for i, p in enumerate(prompts):
         assert roll.sequences[i, :len(p)].tolist() == p
         assert roll.sequences[i, len(p):len(p) + T].tolist() == roll.tokens[i].tolist()
-        assert (roll.sequences[i, len(p) + T:] == na.PAD).all()
+        assert (roll.sequences[i, len(p) + T:] == tokenizer.PAD).all()
 
 
 def _check_mask_layout(roll):
     for toks, mask, logp, ent in zip(roll.tokens.tolist(), roll.mask.tolist(), roll.logp, roll.entropy):
-        if na.EOS in toks:
-            e = toks.index(na.EOS)
+        if tokenizer.EOS in toks:
+            e = toks.index(tokenizer.EOS)
             assert mask[:e + 1] == [1.0] * (e + 1) and mask[e + 1:] == [0.0] * (len(toks) - e - 1)
-            assert toks[e + 1:] == [na.PAD] * (len(toks) - e - 1)
+            assert toks[e + 1:] == [tokenizer.PAD] * (len(toks) - e - 1)
         else:
             assert mask == [1.0] * len(toks)
         m = torch.tensor(mask)
@@ -66,7 +68,7 @@ def test_mask_layout_on_random_rollouts():
     model = _random_model(1)
     prompts = _prompts(1) * 4
     roll = _sample(model, prompts, 3, T=12, temperature=1.5)
-    ended = sum(na.EOS in row for row in roll.tokens.tolist())
+    ended = sum(tokenizer.EOS in row for row in roll.tokens.tolist())
     assert 0 < ended < len(prompts)  # both kinds of rows were exercised
     _check_mask_layout(roll)
 
@@ -76,20 +78,20 @@ class CountdownGPT(GPT):
 
     def forward(self, idx, cache=None):
         logits = super().forward(idx, cache)
-        forced = torch.where((idx >= 1) & (idx <= 9), idx - 1, torch.full_like(idx, na.EOS))
+        forced = torch.where((idx >= 1) & (idx <= 9), idx - 1, torch.full_like(idx, tokenizer.EOS))
         return logits + 1e4 * F.one_hot(forced, logits.size(-1)).float()
 
 
 def test_mask_stops_at_first_eos_deterministic():
     torch.manual_seed(0)
-    model = CountdownGPT(GPTConfig(vocab_size=na.VOCAB_SIZE, block_size=16, n_layer=1, n_head=2, n_embd=16)).eval()
-    d = lambda s: na.encode(s)
-    prompts = [[na.BOS] + d("3"), [na.BOS] + d("11"), [na.BOS] + d("0"), [na.BOS] + d("77"), [na.BOS] + d("2"),
-               [na.BOS] + d("+=")]
+    model = CountdownGPT(GPTConfig(vocab_size=tokenizer.VOCAB_SIZE, block_size=16, n_layer=1, n_head=2, n_embd=16)).eval()
+    d = lambda s: tokenizer.encode(s)
+    prompts = [[tokenizer.BOS] + d("3"), [tokenizer.BOS] + d("11"), [tokenizer.BOS] + d("0"), [tokenizer.BOS] + d("77"), [tokenizer.BOS] + d("2"),
+               [tokenizer.BOS] + d("+=")]
     T = 6
     for seed in (0, 1):
         roll = _sample(model, prompts, seed, T)
-        E, P = na.EOS, na.PAD
+        E, P = tokenizer.EOS, tokenizer.PAD
         assert roll.tokens.tolist() == [
             [2, 1, 0, E, P, P],
             [0, E, P, P, P, P],
@@ -129,7 +131,7 @@ def test_entropy_nonnegative_and_matches_uncached_distribution():
     temperature = 0.8
     roll = _sample(model, prompts, 4, T=6, temperature=temperature)
     assert (roll.entropy >= 0).all()
-    assert (roll.entropy <= torch.log(torch.tensor(float(na.VOCAB_SIZE))) + 1e-5).all()
+    assert (roll.entropy <= torch.log(torch.tensor(float(tokenizer.VOCAB_SIZE))) + 1e-5).all()
     with torch.no_grad():
         for i, p in enumerate(prompts):
             n = int(roll.mask[i].sum())
@@ -141,9 +143,9 @@ def test_entropy_nonnegative_and_matches_uncached_distribution():
 
 def test_sample_rejects_prompt_plus_completion_beyond_block_size():
     model = _random_model(block_size=10)
-    _sample(model, [[na.BOS, 1, 2, 3, 4, 5]] * 16, 0, T=5)  # 6 + 5 - 1 = 10 positions: fits
+    _sample(model, [[tokenizer.BOS, 1, 2, 3, 4, 5]] * 16, 0, T=5)  # 6 + 5 - 1 = 10 positions: fits
     with pytest.raises(ValueError):
-        _sample(model, [[na.BOS, 1, 2, 3, 4, 5]] * 16, 0, T=6)  # 6 + 6 - 1 = 11 > 10 positions
+        _sample(model, [[tokenizer.BOS, 1, 2, 3, 4, 5]] * 16, 0, T=6)  # 6 + 6 - 1 = 11 > 10 positions
 
 
 @pytest.mark.parametrize("seed,temperature", [(0, 1.0), (7, 0.7), (13, 1.5)])
@@ -152,8 +154,8 @@ def test_uncached_sampling_equals_cached(seed, temperature):
     model, prompts = _random_model(4), _prompts(seed)
     assert len({len(p) for p in prompts}) == 4  # prompts of different lengths: several buckets
     T = 9
-    a = na.sample(model, prompts, T, temperature, torch.Generator().manual_seed(seed), use_cache=True)
-    b = na.sample(model, prompts, T, temperature, torch.Generator().manual_seed(seed), use_cache=False)
+    a = sampler.sample(model, prompts, T, temperature, torch.Generator().manual_seed(seed), use_cache=True)
+    b = sampler.sample(model, prompts, T, temperature, torch.Generator().manual_seed(seed), use_cache=False)
     assert torch.equal(a.tokens, b.tokens) and torch.equal(a.mask, b.mask)
     assert torch.equal(a.sequences, b.sequences) and torch.equal(a.prompt_lens, b.prompt_lens)
     torch.testing.assert_close(a.logp, b.logp, atol=1e-5, rtol=0)
@@ -164,6 +166,6 @@ def test_uncached_sampling_equals_cached(seed, temperature):
 
 def test_uncached_sampling_respects_block_size():
     model = _random_model(block_size=10)
-    na.sample(model, [[na.BOS, 1, 2, 3, 4, 5]] * 4, 5, 1.0, torch.Generator().manual_seed(0), use_cache=False)
+    sampler.sample(model, [[tokenizer.BOS, 1, 2, 3, 4, 5]] * 4, 5, 1.0, torch.Generator().manual_seed(0), use_cache=False)
     with pytest.raises(ValueError):
-        na.sample(model, [[na.BOS, 1, 2, 3, 4, 5]] * 4, 6, 1.0, torch.Generator().manual_seed(0), use_cache=False)
+        sampler.sample(model, [[tokenizer.BOS, 1, 2, 3, 4, 5]] * 4, 6, 1.0, torch.Generator().manual_seed(0), use_cache=False)
