@@ -174,13 +174,19 @@ def multinomial_per_member(probs: torch.Tensor, generators: list) -> torch.Tenso
     return torch.cat([torch.multinomial(p, 1, generator=g) for p, g in zip(probs.chunk(len(generators)), generators)])
 
 
+def config_params(config: GPTConfig) -> int:
+    """One member's parameter count (tied embedding counted once)."""
+    C, L = config.n_embd, config.n_layer
+    return config.vocab_size * C + config.block_size * C + L * (12 * C * C + 13 * C) + 2 * C
+
+
 def member_bytes(config: GPTConfig, rows: int, seq_len: int) -> int:
     """A rough upper estimate of one member's fp32 memory in a training step on `rows` sequences of
     `seq_len` tokens: weights, grads and the two AdamW moments (4 copies of the parameters), plus the
     activations autograd keeps for the backward (per token and layer about 20 C for the layers' inputs
     and outputs plus the attention's T scores per head; the logits and their log-softmax, 4 V per token)."""
     C, V, L, nh = config.n_embd, config.vocab_size, config.n_layer, config.n_head
-    params = V * C + config.block_size * C + L * (12 * C * C + 13 * C) + 2 * C
+    params = config_params(config)
     per_token = L * (20 * C + 2 * nh * seq_len) + 4 * V + 2 * C
     return 4 * (4 * params + rows * seq_len * per_token)
 
@@ -239,12 +245,31 @@ def free_memory(device) -> int:
         return 2 ** 62
 
 
-def check_fit(config: GPTConfig, members: int, rows: int, seq_len: int, device, flag: str,
-              extra_bytes_per_member: int = 0):
-    """ValueError naming `flag` when `members` members (member_bytes each, plus extra_bytes_per_member)
-    do not fit in the device's free memory."""
-    need = members * (member_bytes(config, rows, seq_len) + extra_bytes_per_member)
+def check_fit(config: GPTConfig, members: int, rows: int, seq_len: int, device, snapshots: int = 0):
+    """ValueError naming the flag to lower when `members` members (member_bytes each) and their
+    `snapshots` past weights each (stale rollouts: --rollout-lag) do not fit in free memory."""
+    train, past = member_bytes(config, rows, seq_len), snapshots * 4 * config_params(config)
     have = free_memory(device)
-    if need > have:
-        raise ValueError(f"{flag} {members}: {members} members need about {need / 2**30:.1f} GiB, "
-                         f"{have / 2**30:.1f} GiB are free; lower {flag} (the runs then go in chunks)")
+    if members * train > have:
+        raise ValueError(f"--max-members {members}: {members} members need about "
+                         f"{members * train / 2**30:.1f} GiB, {have / 2**30:.1f} GiB are free; lower "
+                         "--max-members (the runs then go in chunks)")
+    if members * (train + past) > have:
+        raise ValueError(f"--rollout-lag: {snapshots} past weights of {members} members need about "
+                         f"{members * (train + past) / 2**30:.1f} GiB with training, "
+                         f"{have / 2**30:.1f} GiB are free; lower the lag or --max-members")
+
+
+# --- stale rollouts (ASPO.md §12): each member samples with its own past weights -----------------------
+def snapshot(model: nn.Module) -> dict:
+    """A copy of the model's weights (all members), for a later stale sampler."""
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+@torch.no_grad()
+def load_stale(sampler: StackedGPT, history, lags: list[int]):
+    """Member s of `sampler` <- member s of history[-1 - lags[s]], the weights lags[s] steps before
+    the newest snapshot, or the oldest one held (the start, while fewer steps have passed)."""
+    picks = [history[max(-1 - lag, -len(history))] for lag in lags]
+    for key, value in sampler.state_dict().items():
+        value.copy_(torch.stack([past[key][s] for s, past in enumerate(picks)]))

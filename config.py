@@ -60,6 +60,15 @@ class Config:
     eps_low: float = flag(0.2, "lower clip range: r below 1 - eps_low is clipped (§4)")
     eps_high: float = flag(0.28, "upper clip range (clip-higher): r above 1 + eps_high (§4)")
     clip_c: float = flag(3.0, "dual-clip constant c (§4 hard, §5 soft)")
+    # stale rollouts (asynchronous RL, ASPO.md §12)
+    rollout_lag: str = flag("0", "comma-separated lags L: the batch of RL step t is sampled by the "
+                            "weights after step t-1-L (the start while t <= L+1); 0 is on-policy. "
+                            "Every (method, lag, seed) is one run, paired by seed within a lag")
+    ratio_anchor: str = flag("sampler", "which log-probs anchor the ratio (§12): sampler (r = "
+                             "pi_theta / pi_behaviour) or decoupled (u = pi_theta / pi_prox times "
+                             "a detached behaviour weight pi_prox / pi_behaviour, truncated)")
+    behaviour_cap: float = flag(2.0, "truncation of the decoupled anchor's behaviour weight "
+                                "(verl's token-level rollout-correction threshold); >= 1")
     kl_coef: float = flag(0.0, "beta of the k3 KL to the start, for every method (§5: the shipped "
                           "loss uses 0.001); 0 has no KL term")
     # evaluation
@@ -83,6 +92,10 @@ class Config:
         return [int(s) for s in self.seeds.split(",") if s.strip()]
 
     @property
+    def lag_list(self) -> list[int]:
+        return [int(s) for s in self.rollout_lag.split(",") if s.strip()]
+
+    @property
     def mu(self) -> int:
         return self.minibatches * self.epochs
 
@@ -101,7 +114,17 @@ class Config:
         except ValueError:
             seeds = None
         need(seeds, "seeds", f"must be comma-separated integers (got {self.seeds!r})")
-        for name, items in (("methods", methods), ("seeds", seeds)):  # a run paired with itself
+        try:
+            lags = self.lag_list
+        except ValueError:
+            lags = None
+        need(lags and min(lags) >= 0, "rollout-lag", "must be comma-separated integers >= 0 "
+             f"(got {self.rollout_lag!r})")
+        need(self.ratio_anchor in ("sampler", "decoupled"), "ratio-anchor",
+             f"must be sampler or decoupled (got {self.ratio_anchor!r})")
+        need(self.behaviour_cap >= 1, "behaviour-cap", "must be >= 1: a cap below 1 would move "
+             f"the on-policy numbers (got {self.behaviour_cap})")
+        for name, items in (("methods", methods), ("seeds", seeds), ("rollout-lag", lags)):
             need(len(set(items)) == len(items), name, f"lists an entry twice (got {items})")
         need(self.device in ("auto", "cpu", "mps", "cuda") or (self.device[:5] == "cuda:" and
              self.device[5:].isdigit()), "device", f"must be auto, cpu, cuda, cuda:N or mps "
@@ -175,7 +198,7 @@ def task_problems(cfg: Config, split: str) -> list[CarryProblem]:
 
 
 def max_new_tokens(cfg: Config) -> int:
-    """Room for the longest answer (marker and digits of the largest sum), the end token, 2 spares."""
+    """Room for the longest answer (marker, digits of the largest sum), the end token, 2 spares."""
     return 1 + len(str(cfg.operands * (10 ** cfg.digits - 1))) + 3
 
 

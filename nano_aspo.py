@@ -18,6 +18,7 @@ What it leaves out, so that the algorithm is all there is to read:
     python nano_aspo.py --help
 """
 # %%
+import collections
 import dataclasses
 import json
 import math
@@ -42,7 +43,7 @@ from rewards import CAREFUL, score
 from tokenizer import completion_text, prompt_ids
 
 
-# %% --- sampling: G completions per prompt (sampler.py, with a KV cache), and the training path ------
+# %% --- sampling: G completions per prompt (sampler.py, KV cache), and the training path ----
 def token_logps(model: GPT, roll: Rollout, rows: torch.Tensor, temperature: float):
     """The training path: log-probs (len(rows), T) of the completion tokens under `model`, by one
     plain forward pass (no cache) over prompt + completion, and the detached entropy (len(rows), T)
@@ -52,10 +53,11 @@ def token_logps(model: GPT, roll: Rollout, rows: torch.Tensor, temperature: floa
     T = roll.tokens.size(1)
     pos = roll.prompt_lens[rows, None] - 1 + torch.arange(T, device=seq.device)  # (b, T)
     logp_all = F.log_softmax(logits.gather(1, pos[..., None].expand(-1, -1, logits.size(-1))), -1)
-    return logp_all.gather(2, roll.tokens[rows][..., None]).squeeze(2), entropy_of(logp_all).detach()
+    logp = logp_all.gather(2, roll.tokens[rows][..., None]).squeeze(2)
+    return logp, entropy_of(logp_all).detach()
 
 
-# %% --- rewards and group advantages (§1) ------------------------------------------------------------
+# %% --- rewards and group advantages (§1) ----------------------------------------------------
 def rollout_and_score(model, problems, n, cfg, generator):
     """n completions per problem: rewards (len(problems), n), the Rollout, and the decoded texts."""
     prompts = [prompt_ids(p) for p in problems for _ in range(n)]
@@ -67,14 +69,14 @@ def rollout_and_score(model, problems, n, cfg, generator):
 
 def group_advantages(rewards: torch.Tensor, use_std: bool = True) -> torch.Tensor:
     """rewards (P, G) -> advantages (P, G): reward minus its group mean, divided by the group std
-    (sample std, as verl) unless use_std is False (Dr. GRPO). A group of equal rewards gets zeros."""
+    (sample std, as verl) unless use_std is False (Dr. GRPO). Equal rewards give zeros."""
     centered = rewards - rewards.mean(dim=1, keepdim=True)
     if not use_std:
         return centered
     return centered / (rewards.std(dim=1, keepdim=True) + 1e-6)
 
 
-# %% --- the losses, side by side (§3-§5) -----------------------------------------------------------
+# %% --- the losses, side by side (§3-§5) --------------------------------------------------------
 # Each loss is L = -(1/N) sum_t A_t * (a term whose gradient is w_t grad logp_t), N = valid tokens.
 # Methods differ only in the weight w_t(r_t, sign A_t):
 #   method   A > 0                                       A < 0
@@ -92,13 +94,13 @@ ENTROPY_METHODS = ("grpo-ent", "grpo-ent-softneg", "aspo-ref")  # these need the
 METHODS = FLAT_CLIP_METHODS + ENTROPY_METHODS
 FLIP = ("aspo", "aspo-hardneg", "aspo-ref")  # positive tokens weighted 1/r (§5)
 SOFT_NEG = ("aspo", "grpo-ent-softneg", "aspo-ref")  # negative tokens above c weighted c, not 0
-USER_LOSSES = {}  # "FILE.py:FUNCTION" -> a user's loss(logp, old_logp, A, mask, eps_low, eps_high, c)
+USER_LOSSES = {}  # "FILE.py:FUNCTION" -> a user's verl-style loss (integrations/user_loss.py)
 
 
 def entropy_split_eps(entropy, mask, low: float, high: float, q: float = 0.8, wide: float = 0.4):
     """The shipped loss's per-token clip (§5, from Archer): a token whose entropy is at most the q
-    quantile of its row's valid tokens keeps (low, high); the most uncertain fifth get `wide` on both
-    sides. Returns (eps_low_t, eps_high_t), both (B, T). A row without valid tokens has a NaN
+    quantile of its row's valid tokens keeps (low, high); the most uncertain fifth get `wide` on
+    both sides. Returns (eps_low_t, eps_high_t), both (B, T). A row without valid tokens has a NaN
     quantile, so its tokens get `wide`: finite, and masked anyway."""
     quantile = torch.nanquantile(entropy.masked_fill(mask <= 0, float("nan")), q, -1, keepdim=True)
     narrow = entropy <= quantile  # (B, T); False against NaN
@@ -107,9 +109,11 @@ def entropy_split_eps(entropy, mask, low: float, high: float, q: float = 0.8, wi
 
 
 def policy_loss(method: str, logp, old_logp, advantages, mask, eps_low: float = 0.2,
-                eps_high: float = 0.28, clip_c: float = 3.0, entropy=None):
+                eps_high: float = 0.28, clip_c: float = 3.0, entropy=None, behaviour_weights=None):
     """logp, old_logp, mask: (B, T); advantages: (B,). Returns (token-mean loss, metrics dict).
     entropy (B, T): the current policy's per-token entropy, detached; ENTROPY_METHODS clip with it.
+    behaviour_weights (B, T): the decoupled anchor's detached, truncated pi_prox / pi_behaviour
+    (§12), multiplying every token's loss (verl's rollout_is_weights); None: no such weight.
     With a leading member dimension (S, B, T) and (S, B) (batched.py) each member gets its own
     token mean: the loss is then (S,), and each metric a list over members."""
     if method in ENTROPY_METHODS:
@@ -118,13 +122,14 @@ def policy_loss(method: str, logp, old_logp, advantages, mask, eps_low: float = 
         eps_low, eps_high = entropy_split_eps(entropy.detach(), mask, eps_low, eps_high)
     A = advantages[..., None].expand_as(logp)  # (B, T): every token shares its completion's A
     ratio = (logp - old_logp).clamp(-20.0, 20.0).exp()  # r_t of §2, clamped as the reference does
-    metrics = ratio_metrics(ratio.detach(), A, mask, eps_low, eps_high, clip_c)
+    w_b = torch.ones_like(logp) if behaviour_weights is None else behaviour_weights.detach()
+    metrics = ratio_metrics(ratio.detach(), A, mask, eps_low, eps_high, clip_c, w_b)
     if method in USER_LOSSES:  # a verl-style loss takes one policy's (B, T): once per member
-        fn = USER_LOSSES[method]
+        fn, w, clip = USER_LOSSES[method], behaviour_weights, (eps_low, eps_high, clip_c)
         if logp.dim() == 2:
-            return fn(logp, old_logp, advantages, mask, eps_low, eps_high, clip_c), metrics
-        return torch.stack([fn(*member, eps_low, eps_high, clip_c)
-                            for member in zip(logp, old_logp, advantages, mask)]), metrics
+            return fn(logp, old_logp, advantages, mask, *clip, w), metrics
+        return torch.stack([fn(*args, *clip, w if w is None else w[s]) for s, args in
+                            enumerate(zip(logp, old_logp, advantages, mask))]), metrics
     pos, neg = A > 0, A < 0
     # PPO-clip with clip-higher (§4): min(r A, clip(r) A), written as a max over losses
     ppo = torch.maximum(-A * ratio, -A * ratio.clamp(1 - eps_low, 1 + eps_high))
@@ -141,7 +146,8 @@ def policy_loss(method: str, logp, old_logp, advantages, mask, eps_low: float = 
             positive = torch.where(ratio < 1 / clip_c, -A * clip_c * logp,
                                    -A * (p / p.detach()) / p.detach())
         # §5 negative tokens: PPO-clip, and above c the soft dual-clip (weight c) or grpo's hard one
-        negative = torch.where(ratio > clip_c, -A * clip_c * logp, ppo) if method in SOFT_NEG else grpo
+        soft = torch.where(ratio > clip_c, -A * clip_c * logp, ppo)
+        negative = soft if method in SOFT_NEG else grpo
         per_token = torch.where(pos, positive, negative)
     elif method == "nois":  # no importance weight: w = 1 where grpo's is r, 0 where grpo clips
         keep = torch.where(pos, ratio <= 1 + eps_high, (ratio >= 1 - eps_low) & (ratio <= clip_c))
@@ -152,6 +158,8 @@ def policy_loss(method: str, logp, old_logp, advantages, mask, eps_low: float = 
     else:
         raise ValueError(f"unknown method {method!r}; expected one of {', '.join(METHODS)} "
                          "or FILE.py:FUNCTION")
+    if behaviour_weights is not None:  # the decoupled anchor: w_b x the method's loss (§12)
+        per_token = w_b * per_token
     return token_mean(per_token, mask), metrics
 
 
@@ -161,11 +169,13 @@ def token_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
 
 
 @torch.no_grad()
-def ratio_metrics(ratio, A, mask, eps_low, eps_high, clip_c) -> dict:
+def ratio_metrics(ratio, A, mask, eps_low, eps_high, clip_c, w_b) -> dict:
     """Clip fractions and ratio statistics by the sign of A (§7), over (B, T): a float each, or a
     list over members. 'dual' is r > c for A < 0 and r < 1/c for A > 0 (where the soft dual-clip of
     §5 gives c); 'below1' is r < 1, where the flip 1/r and grpo's r differ in direction. eps: floats
-    or per-token (B, T). A member without tokens of a sign gets nan for that sign."""
+    or per-token (B, T). A member without tokens of a sign gets nan for that sign. The stale tokens
+    (§12): positive ones with r < 0.8 and < 1/3, and the mean weight grpo (r) and aspo (min(1/r, c))
+    give those below 0.8, times the behaviour weight w_b (1 but under the decoupled anchor)."""
     dims, valid = (-2, -1), mask > 0
     m = {"abs_log_ratio": torch.where(valid, ratio.log().abs(), 0).sum(dims)
          / valid.sum(dims).clamp(min=1)}
@@ -178,13 +188,18 @@ def ratio_metrics(ratio, A, mask, eps_low, eps_high, clip_c) -> dict:
             return (hit & tokens).sum(dims) / n  # 0/0 = nan for a member without such tokens
         m.update({f"clip_low_{name}": share(ratio < 1 - eps_low),
                   f"clip_high_{name}": share(ratio > 1 + eps_high),
-                  f"clip_dual_{name}": share(ratio < 1 / clip_c if name == "pos" else ratio > clip_c),
-                  f"below1_{name}": share(ratio < 1),
+                  f"clip_dual_{name}": share(ratio < 1 / clip_c if name == "pos"
+                                             else ratio > clip_c),
+                  f"below1_{name}": share(ratio < 1), f"below08_{name}": share(ratio < 0.8),
+                  f"below03_{name}": share(ratio < 1 / 3),
                   f"ratio_min_{name}": torch.where(tokens, ratio, math.inf).amin(dims)
                   .where(n > 0, math.nan),
                   f"ratio_mean_{name}": torch.where(tokens, ratio, 0).sum(dims) / n,
                   f"ratio_max_{name}": torch.where(tokens, ratio, -math.inf).amax(dims)
                   .where(n > 0, math.nan)})
+    low = valid & (A > 0) & (ratio < 0.8)  # grpo's weight is r there, aspo's 1/r (c below 1/c)
+    for name, w in (("grpo", ratio), ("aspo", (1 / ratio).clamp(max=clip_c))):
+        m[f"w_{name}_below08_pos"] = torch.where(low, w_b * w, 0).sum(dims) / low.sum(dims)
     return {key: v.tolist() for key, v in m.items()}
 
 
@@ -196,12 +211,12 @@ def kl_k3(logp, ref_logp, mask) -> torch.Tensor:
     return token_mean((d.exp() - d - 1).clamp(-10.0, 10.0), mask)
 
 
-def token_weights(method: str, logp, old_logp, advantages, mask, entropy=None, **clip):
+def token_weights(method: str, logp, old_logp, advantages, mask, entropy=None, **kw):
     """The weight view of §3, measured: w_t = -(dL/dlogp_t) N / A_t by autograd through policy_loss
     for every token of (B, T) (0 where A = 0 or masked). Any loss of the form above, built-in or a
     user's, is read by these weights: the figures, check_loss and the tests all use it."""
     logp = logp.detach().clone().requires_grad_(True)
-    loss, _ = policy_loss(method, logp, old_logp, advantages, mask, entropy=entropy, **clip)
+    loss, _ = policy_loss(method, logp, old_logp, advantages, mask, entropy=entropy, **kw)
     (grad,) = torch.autograd.grad(loss, logp, allow_unused=True)
     if grad is None:
         raise ValueError("its loss has no gradient with respect to log_prob")
@@ -209,64 +224,110 @@ def token_weights(method: str, logp, old_logp, advantages, mask, entropy=None, *
     return torch.where(A != 0, -grad * mask.sum() / torch.where(A != 0, A, 1), 0.0)
 
 
-# %% --- the RL step ---------------------------------------------------------------------------------
-def rl_step(model, optimizer, prompts: list, cfg, methods: list[str], gens: list, reference=None):
-    """One rollout batch and mu = minibatches x epochs optimizer steps on it. Returns (one metrics
-    dict per member, timings).
+# %% --- stale rollouts: asynchronous trainers, and which log-probs anchor the ratio (§12) ---
+# Asynchronous RL overlaps sampling and training: the batch of step t comes from weights L steps
+# old (AReaL bounds L at 4-8). Three log-probs are at hand for a token: pi_behaviour (the stale
+# weights that sampled it), pi_prox (the weights at the start of this step) and pi_theta (now).
+# - sampler anchor: r = pi_theta / pi_behaviour. A right token whose probability fell since it was
+#   sampled has r < 1, already on the first update: grpo weights it r (down to 0, starving it),
+#   aspo min(1/r, c) (up to c = 3, feeding it). E.g. r = 0.5: grpo 0.5, aspo 2.
+# - decoupled anchor (AReaL's decoupled PPO, verl's rollout correction): the method sees
+#   u = pi_theta / pi_prox, and each token's loss is scaled by w_b = sg(min(pi_prox / pi_behaviour,
+#   cap)), the same for every method: the flip acts only on the drift within this step.
+# - old log-probs recomputed with one update per step: u = 1, so aspo = grpo at any lag.
+def anchor(prox_logp, behaviour_logp, cfg):
+    """The ratio's anchor (§12): (old log-probs the method's ratio is taken against, and the
+    decoupled anchor's truncated behaviour weight w_b or None)."""
+    if cfg.ratio_anchor == "sampler":
+        return behaviour_logp, None
+    return prox_logp, (prox_logp - behaviour_logp).exp().clamp(max=cfg.behaviour_cap)
 
-    Why mu > 1 matters: the first minibatch is on-policy (r = 1, every method gives the same
-    gradient, §2); only from the second update on does pi_theta differ from pi_old, r moves, and
-    the methods' weights w(r) differ (§3-§5). mu is how far off-policy each batch is trained.
+
+@torch.no_grad()
+def staleness(prox_logp, behaviour_logp, mask) -> dict:
+    """How stale a batch is, per member and the same under both anchors: drift = E[(log pi_prox/
+    pi_behaviour)^2] over valid tokens (0 on-policy; M2PO's stability budget is 0.04), and the
+    effective sample size (sum w)^2 / (n sum w^2) of the untruncated behaviour weights w."""
+    log_w, n = prox_logp - behaviour_logp, mask.sum((-2, -1))  # (S, B, T), (S,)
+    w = log_w.exp() * mask
+    return {"drift": token_mean(log_w ** 2, mask).tolist(),
+            "ess": (w.sum((-2, -1)) ** 2 / (n * (w ** 2).sum((-2, -1)))).tolist()}
+
+
+# %% --- the RL step ------------------------------------------------------------------------
+def rl_step(model, optimizer, prompts: list, cfg, methods: list[str], gens: list, reference=None,
+            behaviour=None):
+    """One rollout batch and mu = minibatches x epochs optimizer steps on it. Returns (metrics per
+    member, timings). Why mu > 1 matters: the first minibatch is on-policy (r = 1, every method
+    gives the same gradient, §2); only from the second update on does pi_theta differ from pi_old,
+    r moves, and the methods' weights w(r) differ (§3-§5). mu: how off-policy a batch is trained.
 
     `model` holds S policies (batched.py; S = 1 is one plain policy), member s with its own problems
-    prompts[s], method methods[s] and sampling stream gens[s]. Rows are member-major, so every
-    (S*B, ...) tensor is viewed as (S, B, ...) and the loss is the sum of the members' own token
-    means: each member's gradient is its own. A member whose loss turns non-finite gets "error" and
-    no update from then on. `reference`: the start policy (as many members), for --kl-coef."""
+    prompts[s], method methods[s] and sampling stream gens[s]. Rows are member-major: (S*B, ...) is
+    viewed as (S, B, ...), and the loss is the sum of the members' own token means, so each member's
+    gradient is its own; one whose loss turns non-finite gets "error" and no more updates.
+    `reference`: the start policy (as many members), for --kl-coef.
+    `behaviour`: the members' stale weights that sample the batch (§12); None: `model` samples."""
     S, t0 = len(methods), time.time()
     model.eval()
-    rewards, roll, texts = rollout_and_score(model, [p for ps in prompts for p in ps], cfg.group,
+    sampler = model if behaviour is None else behaviour.eval()
+    rewards, roll, texts = rollout_and_score(sampler, [p for ps in prompts for p in ps], cfg.group,
                                              cfg, gens)
     adv = group_advantages(rewards, cfg.adv_std).view(S, -1)  # (S, B): each member's own groups
     B, device = adv.size(1), adv.device
     every = torch.arange(S * B, device=device)
     with torch.no_grad():
-        # old_logp: the model state, precision (fp32) and temperature that sampled, through the
-        # training path. The sampler's own log-probs agree to ~1e-5 (cached and uncached kernels sum
-        # in another order); recomputing makes the first minibatch's r 1 up to rounding, as in verl.
-        old_logp = token_logps(model, roll, every, cfg.temperature)[0].view(S, B, -1)  # (S, B, T)
+        # log-probs through the training path, in fp32 at the sampling temperature. The sampler's
+        # own agree to ~1e-5 (cached and uncached kernels sum in another order); recomputing makes
+        # the first minibatch's ratio to pi_prox (these weights, now) 1 up to rounding, as in verl.
+        prox_logp = token_logps(model, roll, every, cfg.temperature)[0].view(S, B, -1)  # (S, B, T)
+        behaviour_logp = prox_logp if behaviour is None else token_logps(
+            behaviour, roll, every, cfg.temperature)[0].view(S, B, -1)
         # the start policy's log-probs, for the KL term of the shipped loss (§5), only when it is on
         ref_logp = (token_logps(reference, roll, every, cfg.temperature)[0].view(S, B, -1)
-                    if cfg.kl_coef else old_logp)
+                    if cfg.kl_coef else prox_logp)
+    # on-policy: no behaviour weight at all, so that lag 0 is the on-policy run exactly
+    old_logp, w_b = anchor(prox_logp, behaviour_logp, cfg) if behaviour else (prox_logp, None)
     t1, mask = time.time(), roll.mask.view(S, B, -1)
+    stale = staleness(prox_logp, behaviour_logp, mask)
     metrics = [group_stats(rewards.view(S, -1, cfg.group)[s], batched.member(roll, s, S),
-                           texts[s * B:(s + 1) * B], cfg.group) for s in range(S)]
+                           texts[s * B:(s + 1) * B], cfg.group)
+               | {key: v[s] for key, v in stale.items()} for s in range(S)]
     updates, failed = [[] for _ in range(S)], torch.zeros(S, dtype=torch.bool, device=device)
     model.train()
     for epoch in range(cfg.epochs):
-        perm = torch.stack([torch.randperm(B, generator=g, device=g.device) for g in gens])  # (S, B)
+        perm = torch.stack([torch.randperm(B, generator=g, device=g.device) for g in gens])
         for i, cols in enumerate(perm.to(device).tensor_split(cfg.minibatches, dim=1)):
             rows = (cols + torch.arange(S, device=device)[:, None] * B).flatten()  # member-major
             logp, entropy = (x.view(S, cols.size(1), -1)
                              for x in token_logps(model, roll, rows, cfg.temperature))
-            old, ref, msk, a = (batched.take(x, cols) for x in (old_logp, ref_logp, mask, adv))
+            prox, old, ref, msk, a = (batched.take(x, cols)
+                                      for x in (prox_logp, old_logp, ref_logp, mask, adv))
+            w = None if w_b is None else batched.take(w_b, cols)
             if epoch == 0 and i == 0:
-                # no update has happened yet, so pi_theta == pi_old and every r is 1 (§2)
-                drift = ((logp - old).abs() * msk).max().item()
-                assert drift < 1e-5, f"first minibatch is not on-policy: max |log r| = {drift:.2e}"
+                # no update has happened yet, so pi_theta == pi_prox: u is 1 (r too, on-policy, §2)
+                drift = ((logp - prox).abs() * msk).max().item()
+                assert drift < 1e-5, f"first minibatch is not on-policy: max |log u| = {drift:.2e}"
             losses, member_metrics = torch.zeros(S, device=device), [{} for _ in range(S)]
             for method in dict.fromkeys(methods):  # the members of each method in one call
                 idx = [s for s in range(S) if methods[s] == method]
-                loss, m = policy_loss(method, logp[idx], old[idx], a[idx], msk[idx], cfg.eps_low,
-                                      cfg.eps_high, cfg.clip_c, entropy=entropy[idx])
+                try:
+                    loss, m = policy_loss(method, logp[idx], old[idx], a[idx], msk[idx],
+                                          cfg.eps_low, cfg.eps_high, cfg.clip_c,
+                                          entropy=entropy[idx],
+                                          behaviour_weights=None if w is None else w[idx])
+                except ValueError as e:  # a user's loss that fails stops its own runs only
+                    loss, m = torch.full((len(idx),), math.nan, device=device), {}
+                    for s in idx:
+                        metrics[s].setdefault("error", f"its loss failed: {e}")
                 if cfg.kl_coef:  # the shipped loss's k3 KL to the start (§5), for every method
                     loss = loss + cfg.kl_coef * kl_k3(logp[idx], ref[idx], msk[idx])
                 losses = losses.index_put((torch.tensor(idx, device=device),), loss)
                 for j, s in enumerate(idx):
                     member_metrics[s] = {k: v[j] for k, v in m.items() if not math.isnan(v[j])}
             for s in (~torch.isfinite(losses) & ~failed).nonzero().flatten().tolist():
-                metrics[s]["error"] = (f"non-finite loss ({losses[s].item()}) at minibatch {i} "
-                                       f"of epoch {epoch}")
+                metrics[s].setdefault("error", f"non-finite loss ({losses[s].item()}) at "
+                                               f"minibatch {i} of epoch {epoch}")
             failed |= ~torch.isfinite(losses)
             optimizer.zero_grad(set_to_none=True)
             losses.where(~failed, 0.0).sum().backward()
@@ -294,12 +355,11 @@ def group_stats(rewards: torch.Tensor, roll: Rollout, texts: list[str], n: int) 
             "careful": sum(t.startswith(CAREFUL) for t in texts) / len(texts)}
 
 
-def mean(xs):
-    """Mean of a list, None for an empty one (JSON has no NaN)."""
+def mean(xs):  # of a list; None for an empty one (JSON has no NaN)
     return sum(xs) / len(xs) if xs else None
 
 
-# %% --- config and the start policy -------------------------------------------------------------------
+# %% --- config and the start policy ----------------------------------------------------------
 # Config (config.py) is one dataclass, each field a flag; the defaults are the demo. Every run
 # starts from one pretrained policy (pretrain.py): a supervised stage on an imperfect teacher that
 # answers the careful way 10% of the time, so the careful strategy is rare at the start (§10).
@@ -319,8 +379,8 @@ def evaluate(model, problems, cfg: Config, seeds: list[int], show: int = 0) -> l
     """Held-out metrics of every member of `model` (a GPT is one member), member s sampling with the
     fixed seed seeds[s], so two methods are compared on equal draws: pass@1 and pass@k (unbiased,
     with bootstrap standard errors over problems), distinct correct answers among the first k
-    samples (§7), and the same on hard problems (with a carry: only the careful way is right) with
-    the careful share there. Members go a chunk at a time (batched.chunks: bounded memory)."""
+    samples (§7), the same on hard problems (a carry: only the careful way is right) and the
+    careful share there. Members go a chunk at a time (batched.chunks: bounded memory)."""
     out = []
     for part, part_seeds in batched.chunks(model, seeds, len(problems) * cfg.eval_samples):
         gens = [torch.Generator(device=next(part.parameters()).device).manual_seed(s)
@@ -359,33 +419,31 @@ def policy_metrics(problems, rewards, roll: Rollout, texts, cfg: Config, seed, s
 
 
 def summary_numbers(m: dict, k: int, n_problems: int) -> dict:
-    """An evaluation as summary.json keeps it (the start, each run's end): the eval_ prefix dropped
-    and pass@k under "pass@k" whatever k is, so runs with another k compare."""
-    return {"k": k, "n_problems": n_problems} | {
-        key[5:].replace(f"pass@{k}", "pass@k"): v for key, v in m.items() if key.startswith("eval_")}
+    """An evaluation as summary.json keeps it: no eval_ prefix, pass@k named so whatever k is."""
+    return {"k": k, "n_problems": n_problems} | {key[5:].replace(f"pass@{k}", "pass@k"): v
+                                                 for key, v in m.items() if key.startswith("eval_")}
 
 
-# %% --- the loop: every (method, seed) run from the same start, side by side --------------------------
+# %% --- the loop: every (method, lag, seed) run from the same start, side by side ----------
 def sampling_seed(seed: int, step: int) -> int:
-    """The rollout stream of RL step `step` of seed `seed`: the same for every method of a seed
-    (paired runs), distinct for every (seed, step) while steps stay below 1,000,003 (a prime)."""
+    """The rollout draws of a seed's step: the same for every method and lag (paired runs)."""
     return 1_000_003 * seed + step
 
 
 def eval_seed(seed: int) -> int:
-    """The held-out draws of seed `seed`'s evaluations: the same for every method and step of a
-    seed, so their differences are the policies', not the draws'. (Seed 0's equal the start's.)"""
+    """The held-out draws of a seed's evaluations: the same for every method, lag and step."""
     return seed * 7919 + 1
 
 
-def console_line(method, seed, step, m, k) -> str:
+def console_line(label, seed, step, m, k) -> str:
     ev = (f"pass@1 {m['eval_pass@1']:.3f}+-{m['eval_pass@1_se']:.3f} pass@{k} "
           f"{m[f'eval_pass@{k}']:.3f}+-{m[f'eval_pass@{k}_se']:.3f} ent {m['eval_entropy']:.3f}"
           + (f" careful(hard) {m['eval_careful_hard']:.2f}" if "eval_careful_hard" in m else "")
           if "eval_pass@1" in m else "")
-    return (f"{method:4s} s{seed:<3d} step {step:4d} | reward {m['reward']:.3f} ent "
-            f"{m['entropy']:.3f} dead {m['dead_groups']:.2f} |log r| {m.get('abs_log_ratio', 0):.3f} "
-            f"clip+ {m.get('clip_high_pos', 0):.3f} dual+ {m.get('clip_dual_pos', 0):.3f} | {ev}")
+    return (f"{label:4s} s{seed:<3d} step {step:4d} | reward {m['reward']:.3f} ent "
+            f"{m['entropy']:.3f} dead {m['dead_groups']:.2f} |log r| "
+            f"{m.get('abs_log_ratio', 0):.3f} clip+ {m.get('clip_high_pos', 0):.3f} dual+ "
+            f"{m.get('clip_dual_pos', 0):.3f} drift {m['drift']:.4f} ess {m['ess']:.2f} | {ev}")
 
 
 def show_samples(method, samples):
@@ -395,60 +453,70 @@ def show_samples(method, samples):
         print(f"      {method:4s} {problem.prompt}{problem.answer:<8s} -> {marks}")
 
 
-def train_rl(start_state, cfg: Config, pairs, device, train_pool, test_set, start, log_file):
-    """RL runs of (method, seed) pairs from the start, trained side by side as one batched model
-    (batched.py; one pair is the plain run). Returns their summary entries; writes metrics lines."""
-    S, methods = len(pairs), [method for method, _ in pairs]
+def train_rl(start_state, cfg: Config, runs: list[dict], device, train_pool, test_set, log_file):
+    """RL runs (dicts with method, lag, seed) from the start, trained side by side as one batched
+    model (batched.py; one run is the plain case). Fills in their results; writes metrics lines."""
+    S, methods, lags = len(runs), [r["method"] for r in runs], [r["lag"] for r in runs]
     model = batched.StackedGPT(model_config(cfg), [start_state] * S)
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=0.0)  # per element
     reference = (batched.StackedGPT(model_config(cfg), [start_state] * S).eval()
                  if cfg.kl_coef else None)  # the start, for the KL term
-    prompt_rngs = [random.Random(seed) for _, seed in pairs]  # a seed's prompts: the same for all
-    gens = [torch.Generator(device=device) for _ in pairs]
+    # stale rollouts (§12): the weights after each of the last max(lags) steps; member s samples
+    # with those of lags[s] steps before the newest (the start until then)
+    history = collections.deque([batched.snapshot(model)], maxlen=max(lags) + 1)
+    behaviour = batched.StackedGPT(model_config(cfg), [start_state] * S) if max(lags) else None
+    prompt_rngs = [random.Random(r["seed"]) for r in runs]  # a seed's prompts: the same for all
+    gens = [torch.Generator(device=device) for _ in runs]
     timings = {"rollout_s": 0.0, "update_s": 0.0, "eval_s": 0.0, "members": S}
-    runs = [{"method": method, "seed": seed, "initial": start, "final": None, "timings": timings}
-            for method, seed in pairs]
+    for run in runs:
+        run.update(timings=timings, stale={key: [] for key in stats.MECHANISM})
     for step in range(1, cfg.steps + 1):
-        for gen, (_, seed) in zip(gens, pairs):
-            gen.manual_seed(sampling_seed(seed, step))
+        for gen, run in zip(gens, runs):
+            gen.manual_seed(sampling_seed(run["seed"], step))
         prompts = [rng.sample(train_pool, cfg.prompts) for rng in prompt_rngs]
-        ms, t = rl_step(model, optimizer, prompts, cfg, methods, gens, reference)
+        if behaviour is not None:
+            batched.load_stale(behaviour, history, lags)
+        ms, t = rl_step(model, optimizer, prompts, cfg, methods, gens, reference, behaviour)
+        if behaviour is not None:
+            history.append(batched.snapshot(model))
         for key, v in t.items():
             timings[key] += v
         for run, m in zip(runs, ms):
+            for key, values in run["stale"].items():
+                values += [m[key]] if m.get(key) is not None else []
+        for run, m in zip(runs, ms):
             if "error" in m and "error" not in run:  # only this run stops; the others go on
-                run["error"] = (f"{run['method']} seed {run['seed']}: {m['error']} at step {step}; "
-                                f"metrics so far are in {log_file.name}")
+                run["error"] = (f"{stats.label(run)} seed {run['seed']}: {m['error']} at step "
+                                f"{step}; metrics so far are in {log_file.name}")
                 print(f"error: {run['error']}", file=sys.stderr)
         if step % cfg.eval_every == 0 or step == cfg.steps:
             t0 = time.time()
             problems = test_set if step == cfg.steps else test_set[:cfg.curve_problems]
-            evs = evaluate(model, problems, cfg, [eval_seed(seed) for _, seed in pairs],
+            evs = evaluate(model, problems, cfg, [eval_seed(r["seed"]) for r in runs],
                            0 if cfg.quiet else 3)
             timings["eval_s"] += time.time() - t0
             for run, m, ev in zip(runs, ms, evs):
                 m.update(ev, eval_problems=len(problems))
                 if step == cfg.steps and "error" not in run:
                     run["final"] = summary_numbers(ev, cfg.k, len(problems))
-                    if "careful_hard" in run["final"]:  # a held-out set with hard problems
-                        run["locked"] = stats.locked_in(run["final"])
         for run, m in zip(runs, ms):
             if "error" in run or not (step % cfg.log_every == 0 or step == cfg.steps
                                       or "samples" in m):
                 continue
             samples = m.pop("samples", [])
-            print(console_line(run["method"], run["seed"], step, m, cfg.k))
-            show_samples(run["method"], samples)
-            log_file.write(json.dumps({"method": run["method"], "seed": run["seed"], "step": step,
-                                       **m}) + "\n")
+            print(console_line(stats.label(run), run["seed"], step, m, cfg.k))
+            show_samples(stats.label(run), samples)
+            log_file.write(json.dumps({"method": run["method"], "lag": run["lag"],
+                                       "seed": run["seed"], "step": step, **m}) + "\n")
         log_file.flush()
         if all("error" in run for run in runs):
             break
-    return runs
+    for run in runs:  # the staleness and the stale positive tokens' weights, mean over steps
+        run["stale"] = {key: mean(values) for key, values in run["stale"].items()}
 
 
-# %% --- main: every method from the same start on the same seeds (paired, §10) ----------------------
-def fail(message, status: int = 2) -> int:
+# %% --- main: every method from the same start on the same seeds (paired, §10) ----------
+def fail(message, status: int = 2) -> int:  # one line on stderr, and the exit status
     print(f"nano_aspo.py: error: {message}", file=sys.stderr)
     return status
 
@@ -466,7 +534,7 @@ def main(argv=None) -> int:
         except ValueError as e:  # a problem space too small for the requested count
             return fail(f"--{name} too large for this task: {e}")
     for spec in (m for m in cfg.method_list if ".py:" in m):  # a user's loss: loaded and tried now
-        from integrations.user_loss import register_user_loss  # the one lazy import of integrations/
+        from integrations.user_loss import register_user_loss  # the core's one lazy import
         try:
             register_user_loss(spec, USER_LOSSES)
         except ValueError as e:
@@ -488,26 +556,29 @@ def main(argv=None) -> int:
     init_s, start = time.time() - t0, summary_numbers(initial, cfg.k, len(test_set))
     print(stats.start_line(start, cfg.k))
     show_samples("init", initial.pop("samples"))
-    pairs = [(m, seed) for seed in (cfg.seed_list if cfg.steps else []) for m in cfg.method_list]
-    size = max(1, min(cfg.max_members, len(pairs))) if cfg.batch_seeds else 1  # per batch
+    # every (method, lag, seed) is one run; a seed's runs share prompts and draws (paired, §10)
+    runs = [{"method": m, "lag": lag, "seed": seed, "initial": start, "final": None}
+            for lag in cfg.lag_list
+            for seed in (cfg.seed_list if cfg.steps else []) for m in cfg.method_list]
+    size = max(1, min(cfg.max_members, len(runs))) if cfg.batch_seeds else 1  # per batch
     try:
-        if pairs:
+        if runs:
             batched.check_fit(model_config(cfg), size, cfg.prompts * cfg.group, block_size(cfg),
-                              device, flag="--max-members")
+                              device, snapshots=min(max(cfg.lag_list), cfg.steps) + 1)
     except ValueError as e:
         return fail(e)
-    runs, status = [], 0
+    status = 0
     with open(out / "metrics.jsonl", "w") as log_file:
         try:
-            for method, seed in pairs:
-                log_file.write(json.dumps({"method": method, "seed": seed, "step": 0, **initial,
+            for run in runs:
+                log_file.write(json.dumps({"method": run["method"], "lag": run["lag"],
+                                           "seed": run["seed"], "step": 0, **initial,
                                            "eval_problems": len(test_set)}) + "\n")
-            for first in range(0, len(pairs), size):
-                chunk = train_rl(model.state_dict(), cfg, pairs[first:first + size], device,
-                                 train_pool, test_set, start, log_file)
-                for run in chunk:
+            for first in range(0, len(runs), size):
+                train_rl(model.state_dict(), cfg, runs[first:first + size], device, train_pool,
+                         test_set, log_file)
+                for run in runs[first:first + size]:
                     run["timings"]["initial_eval_s"] = init_s
-                runs += chunk
             status = int(any("error" in run for run in runs))
         except KeyboardInterrupt:
             print(f"\ninterrupted: metrics so far are in {out / 'metrics.jsonl'}", file=sys.stderr)
@@ -516,7 +587,7 @@ def main(argv=None) -> int:
                "pretrain_s": pretrain_s, "checkpoint": str(ckpt), "start": start, "runs": runs}
     summary |= stats.compare(runs)
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
-    print("\n" + "\n".join(stats.summary_lines(start, runs, summary["comparison"], cfg.k)))
+    print("\n" + "\n".join(stats.summary_lines(start, runs, summary, cfg.k)))
     print(f"wall time {time.time() - t_start:.1f}s; wrote {out / 'metrics.jsonl'} and "
           f"{out / 'summary.json'}")
     return status

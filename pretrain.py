@@ -75,7 +75,8 @@ def pretrain(cfg: Config, device, log=print) -> GPT:
     sched = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=cfg.pretrain_lr,
                                                 total_steps=cfg.pretrain_steps, pct_start=0.05)
     for step in range(cfg.pretrain_steps):
-        loss = supervised_step(model, optimizer, *teacher_batch(cfg, cfg.pretrain_batch, rng, device))
+        batch = teacher_batch(cfg, cfg.pretrain_batch, rng, device)
+        loss = supervised_step(model, optimizer, *batch)
         sched.step()
         if step % 200 == 0 or step == cfg.pretrain_steps - 1:
             log(f"  pretrain step {step:4d}  loss {loss.item():.3f}")

@@ -36,8 +36,9 @@ def finals(runs: list[dict]) -> dict:
 
 def paired_comparison(runs: list[dict], baseline: str = "grpo") -> list[dict]:
     """For every method run beside `baseline`: the final held-out metrics' differences method - baseline,
-    paired by seed (same checkpoint, prompts and evaluation draws), their mean, a 95% bootstrap
-    percentile interval over seeds (None with one seed) and wins = seeds with a difference > 0."""
+    paired by seed (same checkpoint, prompts and evaluation draws), their mean, 95% intervals over
+    seeds (None with one seed): t (t95, §10) and bootstrap percentile (ci95), and wins = seeds with a
+    difference > 0."""
     by = finals(runs)
     out = []
     for method in dict.fromkeys(r["method"] for r in runs):
@@ -50,7 +51,7 @@ def paired_comparison(runs: list[dict], baseline: str = "grpo") -> list[dict]:
             diffs = np.array([by[method, s][metric] - by[baseline, s][metric] for s in seeds])
             out.append({"method": method, "baseline": baseline, "metric": metric, "seeds": seeds,
                         "diffs": diffs.tolist(), "mean": float(diffs.mean()), "ci95": bootstrap_ci(diffs),
-                        "wins": int((diffs > 0).sum())})
+                        "t95": t_interval(diffs), "wins": int((diffs > 0).sum())})
     return out
 
 
@@ -86,33 +87,50 @@ def mcnemar_exact(b: int, c: int) -> float:
     return min(1.0, 2 * sum(math.comb(n, i) for i in range(min(b, c) + 1)) / 2 ** n) if n else 1.0
 
 
-def lockin_share(runs: list[dict], method: str) -> dict:
-    """The share of `method`'s finished runs that locked in (locked_in), with its 95% Wilson interval."""
-    flags = [locked_in(f) for (m, _), f in sorted(finals(runs).items()) if m == method]
+# The outcome per seed under stale rollouts (ASPO.md §12; fixed before the runs that report it,
+# experiments/README.md phase 7): the careful share on hard held-out problems, 0.10 at the start,
+# below FORGOT_BELOW means the policy forgot the careful way (below the start), at least ESCAPED_AT
+# that it escaped the shortcut, in between that it has not learned it yet
+FORGOT_BELOW, ESCAPED_AT = 0.05, 0.5
+
+
+def forgot(final: dict) -> bool:
+    return final["careful_hard"] < FORGOT_BELOW
+
+
+def escaped(final: dict) -> bool:
+    return final["careful_hard"] >= ESCAPED_AT
+
+
+def lockin_share(runs: list[dict], method: str, flag=locked_in) -> dict:
+    """The share of `method`'s finished runs whose final numbers `flag` (default locked_in), with its
+    95% Wilson interval."""
+    flags = [flag(f) for (m, _), f in sorted(finals(runs).items()) if m == method]
     return {"method": method, "locked": sum(flags), "n": len(flags), "share": sum(flags) / len(flags) if flags else None,
             "wilson95": wilson_interval(sum(flags), len(flags))}
 
 
-def paired_lockin(runs: list[dict], method: str, baseline: str = "grpo") -> dict:
+def paired_lockin(runs: list[dict], method: str, baseline: str = "grpo", flag=locked_in) -> dict:
     """Lock-in of `method` against `baseline` on the seeds both finished (§10): b = seeds where only
     `method` locked in, c = seeds where only `baseline` did, diff = method's share minus baseline's
     ((b - c) / seeds), p = the exact McNemar test of b against c."""
     by = finals(runs)
     seeds = sorted(s for (m, s) in by if m == method and (baseline, s) in by)
-    pairs = [(locked_in(by[method, s]), locked_in(by[baseline, s])) for s in seeds]
+    pairs = [(flag(by[method, s]), flag(by[baseline, s])) for s in seeds]
     b, c = sum(x and not y for x, y in pairs), sum(y and not x for x, y in pairs)
     return {"method": method, "baseline": baseline, "b": b, "c": c,
             "diff": (b - c) / len(seeds) if seeds else None, "p": mcnemar_exact(b, c), "seeds": seeds}
 
 
-def paired_line(c: dict, k: int, label: bool = True) -> str:
+def paired_line(c: dict, k: int, label: bool = True, interval: str = "ci95") -> str:
     """One comparison of paired_comparison or frontier_gap as a line: "aspo - grpo, pass@8: +0.012
-    [-0.020, +0.041], 5/8 seeds > 0" (without its label: from the mean on)."""
+    [-0.020, +0.041], 5/8 seeds > 0" (without its label: from the mean on), with its bootstrap
+    interval (ci95) or its t interval (t95)."""
     what = (f"{c['method']} - {c['baseline']}, {c['metric'].replace('pass@k', f'pass@{k}')}: " if "metric" in c
             else f"{' / '.join(c['methods'])} vs {' / '.join(c['baselines'])}: ") if label else ""
     if c["mean"] is None:
         return f"{what}n/a"
-    ci = f"[{c['ci95'][0]:+.3f}, {c['ci95'][1]:+.3f}]" if c["ci95"] else "(no interval)"
+    ci = f"[{c[interval][0]:+.3f}, {c[interval][1]:+.3f}]" if c[interval] else "(no interval)"
     return f"{what}{c['mean']:+.3f} {ci}, {c['wins']}/{len(c['seeds'])} seeds > 0"
 
 
@@ -127,46 +145,88 @@ def start_line(start: dict, k: int) -> str:
     return line
 
 
+def label(run: dict) -> str:
+    """A run's arm: its method, and its lag where the rollouts are stale (§12)."""
+    return run["method"] + (f" L{run['lag']}" if run.get("lag") else "")
+
+
+def by_lag(runs: list[dict]) -> dict:
+    """{lag: that lag's runs, each with its arm's label as its method}: comparisons stay in a lag."""
+    lags = dict.fromkeys(r.get("lag", 0) for r in runs)
+    return {lag: [dict(r, method=label(r)) for r in runs if r.get("lag", 0) == lag] for lag in lags}
+
+
 def compare(runs: list[dict]) -> dict:
-    """summary.json's comparisons: every method against grpo, paired by seed, on the continuous
-    endpoints and on lock-in (a held-out set with hard problems only)."""
-    judged = list(dict.fromkeys(r["method"] for r in runs if "locked" in r))
-    return {"comparison": paired_comparison(runs), "lockin": [lockin_share(runs, m) for m in judged],
-            "lockin_paired": [paired_lockin(runs, m) for m in judged
-                              if m != "grpo" and "grpo" in judged]}
+    """summary.json's comparisons, within each lag: every method against grpo, paired by seed, on
+    the continuous endpoints, and on the outcome per seed (a held-out set with hard problems only):
+    the share locked in, forgot, escaped (Wilson), and each paired with grpo (exact McNemar)."""
+    out = {"comparison": [], "outcomes": [], "outcomes_paired": []}
+    for lag, arm_runs in by_lag(runs).items():
+        base = label({"method": "grpo", "lag": lag})
+        out["comparison"] += [c | {"lag": lag} for c in paired_comparison(arm_runs, base)]
+        arms = list(dict.fromkeys(r["method"] for r in arm_runs if r.get("final")))
+        for name, flag in OUTCOMES.items():
+            if not all("careful_hard" in r["final"] for r in arm_runs if r.get("final")):
+                break
+            out["outcomes"] += [lockin_share(arm_runs, m, flag) | {"outcome": name, "lag": lag}
+                                for m in arms]
+            out["outcomes_paired"] += [paired_lockin(arm_runs, m, base, flag)
+                                       | {"outcome": name, "lag": lag}
+                                       for m in arms if m != base and base in arms]
+    return out
 
 
-def summary_lines(start: dict, runs: list[dict], comparison: list[dict], k: int) -> list[str]:
-    """nano_aspo.py's closing table: the start; per method the end (mean over seeds) and the share of
-    seeds locked in on the shortcut (locked_in) with its Wilson interval, and each seed's outcome; then
-    each method's paired differences against grpo, lock-in with the exact McNemar test."""
+OUTCOMES = {"forgot": forgot, "escaped": escaped}
+MECHANISM = ("drift", "ess", "below08_pos", "w_grpo_below08_pos", "w_aspo_below08_pos")
+
+
+def summary_lines(start: dict, runs: list[dict], summary: dict, k: int) -> list[str]:
+    """nano_aspo.py's closing table: the start; per arm (method and lag) the end (mean over seeds)
+    and its outcomes per seed (share, 95% Wilson); the staleness and the weights the methods give
+    stale positive tokens (mean over steps); then the paired differences against grpo at the same
+    lag (t intervals, §10) and the outcomes paired by exact McNemar."""
     lines = [start_line(start, k)]
-    keys = [key for key in ("entropy", "pass@1", "pass@k", "hard_pass@k", "careful_hard") if key in start]
+    keys = [key for key in ("entropy", "pass@1", "pass@k", "hard_pass@k", "careful_hard")
+            if key in start]
+    shares = {(o["method"], o["outcome"]): o for o in summary["outcomes"]}
     if runs:
-        lines.append(f"{'method':16s} {'seeds':>5s} | " + " | ".join(f"{key.replace('pass@k', f'pass@{k}'):>12s}" for key in keys)
-                     + " | locked in (share, 95% Wilson)")
-    methods, hard = list(dict.fromkeys(r["method"] for r in runs)), "careful_hard" in start  # lock-in needs hard problems
-    for method in methods:
-        ends = [r["final"] for r in runs if r["method"] == method and r["final"]]
-        if ends:
-            share = lockin_share(runs, method) if hard else {"wilson95": (0, 0)}
-            lo, hi = share["wilson95"]
-            lines.append(f"{method[:16]:16s} {len(ends):5d} | " + " | ".join(f"{np.mean([f[key] for f in ends]):12.3f}" for key in keys)
-                         + (f" | {share['locked']}/{share['n']} = {share['share']:.2f} [{lo:.2f}, {hi:.2f}]" if hard else ""))
-    for method in methods if hard else []:
-        outcome = [f"s{r['seed']} {'locked in' if locked_in(r['final']) else 'escaped'}" for r in runs
-                   if r["method"] == method and r["final"]]
-        lines.append(f"  {method}: " + ", ".join(outcome))
-    if comparison:
-        lines.append("paired differences (final held-out; mean, 95% bootstrap interval over seeds, seeds in favour; "
-                     "one seed has no interval: use --seeds 0,1,...,7):")
-    lines += ["  " + paired_line(c, k) for c in comparison]
-    for method in methods if hard and "grpo" in methods else []:
-        if method != "grpo":
-            c = paired_lockin(runs, method)
-            if c["seeds"]:
-                lines.append(f"  {method} - grpo, locked in: {c['diff']:+.3f} ({c['b']} seeds only {method}, {c['c']} only "
-                             f"grpo; exact McNemar p = {c['p']:.3f}, {len(c['seeds'])} seeds)")
+        lines.append(f"{'arm':16s} {'seeds':>5s} | " + " | ".join(
+            f"{key.replace('pass@k', f'pass@{k}'):>12s}" for key in keys)
+            + "".join(f" | {name} (95% Wilson)" for name in OUTCOMES if shares))
+    for arm_runs in by_lag(runs).values():
+        for arm in dict.fromkeys(r["method"] for r in arm_runs):
+            ends = [r["final"] for r in arm_runs if r["method"] == arm and r["final"]]
+            if not ends:
+                continue
+            cells = []
+            for name in OUTCOMES if shares else []:
+                o = shares[arm, name]
+                cells.append(f"{o['locked']}/{o['n']} [{o['wilson95'][0]:.2f}, {o['wilson95'][1]:.2f}]")
+            lines.append(f"{arm[:16]:16s} {len(ends):5d} | " + " | ".join(
+                f"{np.mean([f[key] for f in ends]):12.3f}" for key in keys)
+                + "".join(f" | {c:>22s}" for c in cells))
+    stale = [r for r in runs if r.get("stale")]
+    if stale:
+        lines.append("staleness and positive tokens with r < 0.8 (mean over steps and seeds): drift "
+                     "E[(log pi_prox/pi_behaviour)^2], ESS, their share, the weight grpo and aspo "
+                     "give them")
+    for arm_runs in by_lag(stale).values():
+        for arm in dict.fromkeys(r["method"] for r in arm_runs):
+            v = {key: np.mean([x for r in arm_runs if r["method"] == arm
+                               for x in [r["stale"].get(key)] if x is not None] or [np.nan])
+                 for key in MECHANISM}
+            lines.append(f"  {arm:16s} drift {v['drift']:.4f}  ESS {v['ess']:.3f}  share "
+                         f"{v['below08_pos']:.3f}  weight grpo {v['w_grpo_below08_pos']:.2f} "
+                         f"aspo {v['w_aspo_below08_pos']:.2f}")
+    if summary["comparison"]:
+        lines.append("paired differences (final held-out; mean, 95% t interval over seeds, seeds in "
+                     "favour; one seed has no interval: use --seeds 0,1,...,7):")
+    lines += ["  " + paired_line(c, k, interval="t95") for c in summary["comparison"]]
+    for c in summary["outcomes_paired"]:
+        if c["seeds"]:
+            lines.append(f"  {c['method']} - {c['baseline']}, {c['outcome']}: {c['diff']:+.3f} "
+                         f"({c['b']} seeds only {c['method']}, {c['c']} only {c['baseline']}; exact "
+                         f"McNemar p = {c['p']:.3f}, {len(c['seeds'])} seeds)")
     return lines
 
 
