@@ -39,7 +39,10 @@ class Config:
     n_layer: int = flag(2, "transformer blocks")
     n_head: int = flag(4, "attention heads")
     n_embd: int = flag(64, "embedding width")
-    # pretraining: the supervised stage that makes the start policy
+    # pretraining: the supervised stage that makes the start policy (pretrain.py)
+    pretrain: bool = flag(False, "pretrain a fresh start into the cache (--ckpt-dir or --out-dir; "
+                          "minutes) instead of loading the shipped assets/start.pt; other "
+                          "pretraining settings than the defaults always do")
     careful_share: float = flag(0.1, "share of the teacher's answers that use the careful way (c)")
     careful_noise: float = flag(0.2, "share of the teacher's careful answers it corrupts")
     shortcut_noise: float = flag(0.05, "share of the teacher's shortcut (n) answers it corrupts")
@@ -160,10 +163,11 @@ class Config:
             need(not path.is_file(), name.replace("_", "-"), f"{path} is a file, not a directory")
 
 
-def parse_config(argv=None, methods=(), description="") -> Config:
+def parse_config(argv=None, methods=None, description="") -> Config:
     """Config from the command line: every field is a flag (--out-dir or --out-dir=...). methods:
     the built-in method names, for --methods' check and the help."""
-    parser = argparse.ArgumentParser(description=description + f" Methods: {', '.join(methods)}.",
+    listed = f" Methods: {', '.join(methods)}." if methods else ""
+    parser = argparse.ArgumentParser(description=description + listed,
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     for f in dataclasses.fields(Config):
         name, help = "--" + f.name.replace("_", "-"), f.metadata["help"]

@@ -6,6 +6,7 @@ cached so far, so generating T tokens costs T small forward passes instead of T 
 At the end: saving and loading a checkpoint together with the key of the settings that made it.
 """
 import math
+import operator
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -147,16 +148,18 @@ def save_checkpoint(path, model: GPT, key: dict):
     os.replace(tmp, path)
 
 
-def load_checkpoint(path, config: GPTConfig, key: dict, device) -> GPT:
-    """The GPT saved at `path` if it was saved with exactly `key`. RuntimeError (one line, naming the file)
-    for anything else: unpickling errors, missing or mis-shaped tensors, another key, a foreign file."""
+def load_checkpoint(path, config: GPTConfig, key: dict, device, matches=operator.eq,
+                    remedy: str = "delete it to rebuild") -> GPT:
+    """The GPT saved at `path` if it was saved with a key that `matches` (saved, key). RuntimeError
+    (one line naming the file and the remedy) for anything else: unpickling errors, missing or
+    mis-shaped tensors, a key that does not match, a foreign file."""
     model = GPT(config).to(device)
     try:
         ckpt = torch.load(path, map_location=device, weights_only=True)
-        if not isinstance(ckpt, dict) or ckpt.get("key") != key:
-            raise ValueError("its key does not match these settings")
+        if not isinstance(ckpt, dict) or not matches(ckpt.get("key"), key):
+            raise ValueError("its key does not match what this code computes")
         model.load_state_dict(ckpt["model"])
     except Exception as e:
-        raise RuntimeError(f"{path}: corrupt or foreign checkpoint ({type(e).__name__}: "
-                           f"{str(e).splitlines()[0][:120] if str(e) else ''}); delete it to rebuild") from None
+        raise RuntimeError(f"{path}: corrupt, stale or foreign checkpoint ({type(e).__name__}: "
+                           f"{str(e).splitlines()[0][:120] if str(e) else ''}); {remedy}") from None
     return model

@@ -35,7 +35,7 @@ import stats
 from config import Config, block_size, max_new_tokens, model_config, pick_device, task_problems
 from config import parse_config as parse_flags
 from model import GPT
-from pretrain import load_or_pretrain
+from pretrain import load_start
 from sampler import Rollout, entropy_of, sample
 from rewards import CAREFUL, score
 # the task's text as tokens, one per character: "407+038=" -> BOS 4 0 7 + 0 3 8 =, and the answer
@@ -542,7 +542,7 @@ def main(argv=None) -> int:
     t_start, out = time.time(), Path(cfg.out_dir)
     try:
         out.mkdir(parents=True, exist_ok=True)
-        model, ckpt, pretrain_s = load_or_pretrain(cfg, device)
+        model, ckpt, pretrain_s = load_start(cfg, device)
     except OSError as e:
         return fail(f"--out-dir {cfg.out_dir}: {e.strerror}")
     except RuntimeError as e:  # a corrupt or foreign checkpoint

@@ -3,12 +3,17 @@
 The teacher answers each problem the careful way (right everywhere) with probability
 --careful-share and by the shortcut otherwise, each way corrupted at its own noise rate; the policy
 learns its mixture from fresh training-split problems every step (warm-up, cosine decay). Every RL
-run starts from this policy; nano_aspo.py loads it (load_or_pretrain).
+run starts from this policy. The default settings' start ships with the code (assets/start.pt),
+so the start is the same on every machine; it was made by, and is only ever rewritten by,
+
+    python pretrain.py --rebuild      # 4000 steps on one thread: minutes on a laptop CPU
+
+Other settings, or nano_aspo.py --pretrain, pretrain here and cache the start (load_start).
 """
 import dataclasses
 import hashlib
-import inspect
 import json
+import sys
 import random
 import time
 from pathlib import Path
@@ -19,7 +24,7 @@ import torch.nn.functional as F
 from config import Config, model_config
 from model import GPT, load_checkpoint, save_checkpoint
 from rewards import CarryProblem, Problem, corrupt, random_problem, split_of
-from tokenizer import EOS, PAD, VOCAB, encode, prompt_ids
+from tokenizer import EOS, PAD, encode, prompt_ids
 
 def teacher_answer(problem: Problem, rng: random.Random, cfg: Config) -> str:
     """The teacher picks the careful way (right everywhere) with probability --careful-share, else
@@ -60,9 +65,10 @@ def supervised_step(model: GPT, optimizer, x: torch.Tensor, y: torch.Tensor) -> 
     return loss
 
 
-def pretrain(cfg: Config, device, log=print) -> GPT:
+def pretrain(cfg: Config, device, log=print, losses: list | None = None, steps: int = 0) -> GPT:
     """Supervised training on the teacher's answers, fresh problems every step, warm-up then cosine
-    decay: the start policy mixes the teacher's two ways, the careful one rare (§10)."""
+    decay: the start policy mixes the teacher's two ways, the careful one rare (§10). losses: a list
+    that gets every step's loss; steps: stop after this many (0: all of them)."""
     torch.manual_seed(cfg.pretrain_seed)
     rng = random.Random(cfg.pretrain_seed)
     model = GPT(model_config(cfg)).to(device)
@@ -74,10 +80,12 @@ def pretrain(cfg: Config, device, log=print) -> GPT:
                                   betas=(0.9, 0.98))
     sched = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=cfg.pretrain_lr,
                                                 total_steps=cfg.pretrain_steps, pct_start=0.05)
-    for step in range(cfg.pretrain_steps):
+    for step in range(steps or cfg.pretrain_steps):
         batch = teacher_batch(cfg, cfg.pretrain_batch, rng, device)
         loss = supervised_step(model, optimizer, *batch)
         sched.step()
+        if losses is not None:
+            losses.append(loss.item())
         if step % 200 == 0 or step == cfg.pretrain_steps - 1:
             log(f"  pretrain step {step:4d}  loss {loss.item():.3f}")
     return model
@@ -88,28 +96,91 @@ PRETRAIN_FIELDS = ("digits", "operands", "n_layer", "n_head", "n_embd", "careful
                    "pretrain_lr", "pretrain_seed")
 
 
+def settings(cfg: Config) -> dict:
+    """The settings that shape the start (the flags of PRETRAIN_FIELDS)."""
+    return {f: getattr(cfg, f) for f in PRETRAIN_FIELDS}
+
+
+# --- the start's key: what pretraining computes, so that a stale start is never used silently ----
+SHIPPED = Path(__file__).resolve().with_name("assets") / "start.pt"
+REBUILD = "python pretrain.py --rebuild"
+REBUILD_THREADS = 1  # the rebuild's thread count: another count sums in another order
+TRACE_STEPS = 20  # the loss trace of the key: the first steps of pretraining
+
+
 def pretrain_key(cfg: Config) -> dict:
-    """Everything that shapes the start: its settings and the code that makes it (so an edit of
-    the RL code keeps the cached start, and an edit of the teacher does not)."""
-    code = "".join(Path(__file__).with_name(f).read_text() for f in ("model.py", "rewards.py"))
-    code += "".join(inspect.getsource(f) for f in (pretrain, supervised_step, teacher_answer,
-                                                   teacher_batch, prompt_ids)) + VOCAB
-    return {"settings": {f: getattr(cfg, f) for f in PRETRAIN_FIELDS},
-            "model": dataclasses.asdict(model_config(cfg)),
-            "code_sha256": hashlib.sha256(code.encode()).hexdigest()}
+    """What shapes the start, as behaviour rather than source (a comment or a refactor that
+    computes the same keeps the key): the settings, the model's shape, the teacher's first three
+    batches (exact: pure Python), the initial weights' sum of squares and the loss of the first
+    TRACE_STEPS steps (both compared with a tolerance, keys_match: another machine rounds
+    differently). The risk accepted: a change that alters only later steps of pretraining (its
+    learning-rate schedule past the warm-up's first steps, say) is not seen by the key."""
+    rng, cpu = random.Random(cfg.pretrain_seed), torch.device("cpu")
+    batches = [t for _ in range(3) for t in teacher_batch(cfg, cfg.pretrain_batch, rng, cpu)]
+    torch.manual_seed(cfg.pretrain_seed)
+    init = sum(float((p.detach().double() ** 2).sum()) for p in GPT(model_config(cfg)).parameters())
+    losses = []
+    pretrain(cfg, cpu, log=lambda *a: None, losses=losses, steps=min(TRACE_STEPS,
+                                                                     cfg.pretrain_steps))
+    return {"settings": settings(cfg), "model": dataclasses.asdict(model_config(cfg)),
+            "teacher_sha256": hashlib.sha256(b"".join(t.numpy().tobytes() for t in batches))
+            .hexdigest(), "init_sum_sq": init, "loss_trace": losses}
 
 
-def load_or_pretrain(cfg: Config, device, log=print) -> tuple[GPT, Path, float]:
-    """The start, from <ckpt_dir or out_dir>/pretrained-<hash of its key>.pt if it exists, else
-    trained now and cached. Returns (model, path, seconds spent training)."""
+def keys_match(saved, key: dict) -> bool:
+    """The exact parts equal, the measured ones within rounding (1e-6 relative, 1e-4 per loss)."""
+    exact = ("settings", "model", "teacher_sha256")
+    return (isinstance(saved, dict) and all(saved.get(k) == key[k] for k in exact)
+            and abs(saved.get("init_sum_sq", 0) - key["init_sum_sq"]) <= 1e-6 * key["init_sum_sq"]
+            and len(saved.get("loss_trace", [])) == len(key["loss_trace"])
+            and all(abs(a - b) <= 1e-4 for a, b in zip(saved["loss_trace"], key["loss_trace"])))
+
+
+def load_start(cfg: Config, device, log=print) -> tuple[GPT, Path, float]:
+    """The start policy: the shipped assets/start.pt for the default pretraining settings (unless
+    --pretrain), else <ckpt_dir or out_dir>/pretrained-<hash>.pt, pretrained now if absent. Returns
+    (model, path, seconds spent pretraining). RuntimeError, one line naming the file and what to
+    do, for a corrupt file or one whose key does not match what this code computes."""
     key = pretrain_key(cfg)
-    digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
+    if not cfg.pretrain and key["settings"] == settings(Config()):
+        if not SHIPPED.exists():
+            raise RuntimeError(f"{SHIPPED} is missing; rebuild it with: {REBUILD}")
+        model = load_checkpoint(SHIPPED, model_config(cfg), key, device, keys_match,
+                                f"rebuild it with: {REBUILD}")
+        log(f"start: assets/{SHIPPED.name}, shipped with the code (made by "
+            f"`{REBUILD}`; --pretrain makes a fresh one)")
+        return model, SHIPPED, 0.0
+    exact = {k: key[k] for k in ("settings", "model", "teacher_sha256")}
+    digest = hashlib.sha256(json.dumps(exact, sort_keys=True).encode()).hexdigest()[:16]
     path = Path(cfg.ckpt_dir or cfg.out_dir) / f"pretrained-{digest}.pt"
     if path.exists():
-        log(f"loaded pretrained checkpoint {path}")
-        return load_checkpoint(path, model_config(cfg), key, device), path, 0.0
+        log(f"start: {path} (cached)")
+        return load_checkpoint(path, model_config(cfg), key, device, keys_match,
+                               "delete it to pretrain anew"), path, 0.0
     t0 = time.time()
     model = pretrain(cfg, device, log)
     save_checkpoint(path, model, key)
-    log(f"saved pretrained checkpoint {path}")
+    log(f"start: pretrained and cached in {path}")
     return model, path, time.time() - t0
+
+
+def rebuild(argv=None) -> int:
+    """python pretrain.py --rebuild: pretrain the default start on REBUILD_THREADS threads and write
+    it over assets/start.pt with its key. The only command that writes the shipped file."""
+    if argv != ["--rebuild"]:
+        print(f"usage: {REBUILD}   (rewrites {SHIPPED.name}; other starts: nano_aspo.py --pretrain)",
+              file=sys.stderr)
+        return 2
+    torch.set_num_threads(REBUILD_THREADS)
+    cfg = Config()
+    print(f"warning: a rebuild on another machine or thread count than the shipped file's differs "
+          f"from it bitwise; README's start numbers are those of the committed {SHIPPED.name}")
+    t0 = time.time()
+    model = pretrain(cfg, torch.device("cpu"))
+    save_checkpoint(SHIPPED, model, pretrain_key(cfg))
+    print(f"wrote {SHIPPED} in {time.time() - t0:.0f}s on {REBUILD_THREADS} threads")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(rebuild(sys.argv[1:]))

@@ -84,7 +84,7 @@ def write_summary(argv):
     """--summary: the start of these flags (loaded from --ckpt-dir, or pretrained) with its strategy
     and teacher accuracies, as <--out-dir>/summary.json (the start band of runs.py start)."""
     cfg = na.parse_config(argv)
-    model, ckpt, pretrain_s = na.load_or_pretrain(cfg, torch.device("cpu"))
+    model, ckpt, pretrain_s = pretrain.load_start(cfg, torch.device("cpu"))
     start = start_numbers(model, cfg) | {"teacher": teacher_accuracy(na.task_problems(cfg, "test"), cfg)}
     print(start_line(start, cfg.k))
     summary = {"config": dataclasses.asdict(cfg), "pretrain_s": pretrain_s, "checkpoint": str(ckpt),
@@ -102,7 +102,7 @@ def eval_noise(argv):
     """--noise: the evaluation's own noise. Load the start cached in --ckpt-dir (pretraining it if absent)
     and evaluate it twice with different sampling seeds; the differences are sampling noise alone."""
     cfg = na.parse_config(argv)
-    model, _, _ = na.load_or_pretrain(cfg, torch.device("cpu"), log=lambda *a: None)
+    model, _, _ = pretrain.load_start(cfg, torch.device("cpu"), log=lambda *a: None)
     runs = [start_numbers(model, cfg, seeds) for seeds in ((1, 2), (3, 4))]
     keys = ("pass@1", "pass@k", "hard_pass@k", "careful_hard") + STRATEGY_KEYS
     row = {"noise": argv, **{key: [round(r[key], 4) for r in runs] for key in keys}}

@@ -108,20 +108,27 @@ def verl_config(mask, eps_low, eps_high, clip_c):
                                              clip_cov_ub=5.0, kl_cov_ratio=0.0002, ppo_kl_coef=0.1, dro_beta=None))
 
 
-def call_verl_loss(fn, logp, old_logp, advantages, mask, eps_low=0.2, eps_high=0.28, clip_c=3.0, **_):
+def call_verl_loss(fn, logp, old_logp, advantages, mask, eps_low=0.2, eps_high=0.28, clip_c=3.0,
+                   rollout_is_weights=None, **_):
     """fn called as verl's actor calls a policy loss, returning its scalar loss. fn gets per-token
     advantages (B, T) (constant along a row, §1), the response mask, loss_agg_mode="token-mean" (§3),
     config (verl_config: the clip settings and verl's other fields) and rollout_is_weights=None (no
-    rollout correction: our sampler and trainer are the same model); its loss is its return value or the first element of it (verl returns
+    rollout correction; under --ratio-anchor decoupled the behaviour weights, ASPO.md §12); its loss is its return value or the first element of it (verl returns
     (loss, metrics) or, before 0.6.1, a 4-tuple). ValueError, one line, where fn raises, returns no
     scalar, or returns a loss without a gradient. Keywords fn has no use for (entropy, ...) are dropped."""
     A = advantages[:, None].expand_as(logp)
     given = {"old_log_prob": old_logp, "log_prob": logp, "advantages": A.contiguous(), "response_mask": mask,
-             "loss_agg_mode": "token-mean", "rollout_is_weights": None,
+             "loss_agg_mode": "token-mean", "rollout_is_weights": rollout_is_weights,
              "config": verl_config(mask, eps_low, eps_high, clip_c)}
+    names = verl_params(fn)
+    if rollout_is_weights is not None and "rollout_is_weights" not in names:
+        if not any(p.kind is p.VAR_KEYWORD for p in inspect.signature(fn).parameters.values()):
+            raise ValueError("it does not take rollout_is_weights, which --ratio-anchor decoupled "
+                             "passes (the behaviour weights, ASPO.md §12)")
+        names.append("rollout_is_weights")
     all_true = torch.ones_like(mask, dtype=torch.bool)
     try:
-        out = fn(**{name: given.get(name, all_true) for name in verl_params(fn)})
+        out = fn(**{name: given.get(name, all_true) for name in names})
     except Exception as e:
         raise ValueError(f"it raised {one_line(e)}") from e
     loss = out[0] if isinstance(out, (tuple, list)) and out else out

@@ -1,5 +1,5 @@
 """The cached pretrained checkpoint: trained once then loaded, its key, and a corrupt or foreign file as one
-line (model.save_checkpoint / load_checkpoint, through nano_aspo.load_or_pretrain and directly)."""
+line (model.save_checkpoint / load_checkpoint, through pretrain.load_start and directly)."""
 import dataclasses
 import json
 
@@ -31,7 +31,7 @@ def _same_weights(a, b):
 
 def test_checkpoint_is_trained_once_then_loaded(tmp_path, monkeypatch):
     cfg = _cfg(tmp_path)
-    m1, p1, s1 = na.load_or_pretrain(cfg, CPU, log=_quiet)
+    m1, p1, s1 = pretrain.load_start(cfg, CPU, log=_quiet)
     assert s1 > 0
     assert p1.exists() and p1.parent == tmp_path and p1.name.startswith("pretrained-")
     # pretraining changed the weights (it is not just a fresh init)
@@ -41,23 +41,23 @@ def test_checkpoint_is_trained_once_then_loaded(tmp_path, monkeypatch):
     def no_training(*a, **k):
         raise AssertionError("pretraining ran although a matching checkpoint exists")
 
-    # (not na.pretrain itself: its source is part of the checkpoint key)
-    monkeypatch.setattr(pretrain, "random_problem", no_training)
+    # (the key itself runs the first steps of pretraining: a full run is what saves a checkpoint)
+    monkeypatch.setattr(pretrain, "save_checkpoint", no_training)
     mtime = p1.stat().st_mtime_ns
-    m2, p2, s2 = na.load_or_pretrain(cfg, CPU, log=_quiet)
+    m2, p2, s2 = pretrain.load_start(cfg, CPU, log=_quiet)
     assert p2 == p1 and s2 == 0.0
     assert _same_weights(m1, m2)
     assert p1.stat().st_mtime_ns == mtime
 
     # an RL-only setting reuses the checkpoint
-    m4, p4, s4 = na.load_or_pretrain(dataclasses.replace(cfg, lr=0.5, steps=3, methods="aspo", seeds="4,5",
+    m4, p4, s4 = pretrain.load_start(dataclasses.replace(cfg, lr=0.5, steps=3, methods="aspo", seeds="4,5",
                                                           clip_c=5.0), CPU, log=_quiet)
     assert p4 == p1 and s4 == 0.0 and _same_weights(m1, m4)
     monkeypatch.undo()
 
     # a pretraining setting gives another file and trains again
     assert cfg.shortcut_noise != 0.3
-    m3, p3, s3 = na.load_or_pretrain(dataclasses.replace(cfg, shortcut_noise=0.3), CPU, log=_quiet)
+    m3, p3, s3 = pretrain.load_start(dataclasses.replace(cfg, shortcut_noise=0.3), CPU, log=_quiet)
     assert p3 != p1 and p3.exists() and p1.exists() and s3 > 0
     assert not _same_weights(m1, m3)
 
@@ -80,10 +80,10 @@ def _corrupt_with(path, kind, key):
 @pytest.mark.parametrize("kind", ["garbage", "empty", "other_dict", "other_key", "bad_state", "list"])
 def test_corrupt_checkpoint_raises_one_line_runtime_error(tmp_path, kind):
     cfg = _cfg(tmp_path)
-    _, path, _ = na.load_or_pretrain(cfg, CPU, log=_quiet)
+    _, path, _ = pretrain.load_start(cfg, CPU, log=_quiet)
     _corrupt_with(path, kind, pretrain.pretrain_key(cfg))
     with pytest.raises(RuntimeError) as e:
-        na.load_or_pretrain(cfg, CPU, log=_quiet)
+        pretrain.load_start(cfg, CPU, log=_quiet)
     msg = str(e.value)
     assert str(path) in msg
     assert "\n" not in msg and "\r" not in msg
@@ -92,7 +92,7 @@ def test_corrupt_checkpoint_raises_one_line_runtime_error(tmp_path, kind):
 def test_main_reports_a_corrupt_checkpoint_in_one_line(tmp_path, capsys, tiny_args):
     argv = tiny_args + ["--steps", "1", "--quiet", "--out-dir", str(tmp_path), "--methods", "grpo"]
     cfg = na.parse_config(argv)
-    _, path, _ = na.load_or_pretrain(cfg, CPU, log=_quiet)
+    _, path, _ = pretrain.load_start(cfg, CPU, log=_quiet)
     path.write_bytes(b"garbage")
     capsys.readouterr()
     assert na.main(argv) == 1

@@ -13,8 +13,8 @@ from test_checkpoint import CPU, _cfg, _quiet, _same_weights
 
 
 def test_pretraining_is_deterministic(tmp_path):
-    a, _, _ = na.load_or_pretrain(_cfg(tmp_path / "a"), CPU, log=_quiet)
-    b, _, _ = na.load_or_pretrain(_cfg(tmp_path / "b"), CPU, log=_quiet)
+    a, _, _ = pretrain.load_start(_cfg(tmp_path / "a"), CPU, log=_quiet)
+    b, _, _ = pretrain.load_start(_cfg(tmp_path / "b"), CPU, log=_quiet)
     assert _same_weights(a, b)
 
 
