@@ -191,7 +191,8 @@ def sampler_errors(config, version: str) -> list:
 
 def one_update_per_batch(config) -> bool:
     """ppo_epochs 1 and one mini-batch (both counted in prompts): the update's ratio is r = 1."""
-    epochs, mini_batch = _get(config, ACTOR + "ppo_epochs", 1), _get(config, ACTOR + "ppo_mini_batch_size", 0)
+    epochs = _get(config, ACTOR + "ppo_epochs", 1)
+    mini_batch = _get(config, ACTOR + "ppo_mini_batch_size", 0)
     return epochs == 1 and mini_batch >= _get(config, "data.train_batch_size", 1)
 
 
