@@ -224,7 +224,7 @@ def stale_batch():
 
 
 def verls_weights(prox, rollout, mask, threshold):
-    """rollout_is_weights as verl's trainer adds them to the batch in decoupled mode, token level."""
+    """rollout_is_weights as verl's trainer adds them to a batch in decoupled mode, token level."""
     from verl.protocol import DataProto
     from verl.trainer.config.algorithm import RolloutCorrectionConfig
     from verl.trainer.ppo.rollout_corr_helper import compute_rollout_correction_and_add_to_batch
@@ -350,7 +350,8 @@ def test_the_config_check_passes_verls_default_and_the_sampler_settings(plugin):
      "actor_rollout_ref.actor.use_rollout_log_probs=True"),
 ])
 def test_the_config_check_names_the_setting(plugin, overrides, level, setting):
-    assert [(lvl, first_word(line)) for lvl, line in findings(plugin, overrides)] == [(level, setting)]
+    found = findings(plugin, overrides)
+    assert [(lvl, first_word(line)) for lvl, line in found] == [(level, setting)]
 
 
 def first_word(line):
@@ -384,7 +385,8 @@ def test_the_config_check_from_the_command_line(verl):
     script = str(ROOT / "integrations" / "verl_aspo.py")
     run = [sys.executable, script, *(f"{k}={v}" for k, v in ASPO.items())]
     ok = subprocess.run(run, capture_output=True, text=True, timeout=300)
-    assert (ok.returncode, ok.stdout) == (0, "ok: nothing found that replaces ASPO or leaves it r = 1\n")
+    assert ok.returncode == 0
+    assert ok.stdout == "ok: nothing found that replaces ASPO or leaves it r = 1\n"
     bad = subprocess.run(run + ["--config", str(verl_recipe(
         "fully_async_policy/config/fully_async_ppo_trainer.yaml"))], capture_output=True, text=True,
         timeout=300)
