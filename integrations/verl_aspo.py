@@ -17,8 +17,18 @@ verl changed what a policy loss returns in 0.6.1 (from a 4-tuple to (loss, metri
 whichever the installed verl unpacks, and refuses a verl outside 0.5 to 0.9 in one line. verl 0.9.x also
 imports it from a "verl.plugins" entry point (aspo = "verl_aspo") of an installed package. Leave verl's
 algorithm.rollout_correction.bypass_mode off: it replaces loss_mode by verl's own "bypass_mode" loss.
+
+The ratio's anchor (ASPO.md §12). loss_mode=aspo anchors r on verl's old_log_prob, which verl recomputes
+with the actor before the update (the decoupled anchor when rollout correction is on): the rollout's
+staleness never reaches r. loss_mode=aspo_sampler anchors r on the policy that sampled the batch,
+r = pi_theta / pi_rollout, rebuilt from verl 0.9's decoupled token-level weights (settings in
+SAMPLER_SETTINGS). check_config(config), or `python verl_aspo.py OVERRIDES...`, refuses or warns, naming
+the setting, where verl would replace ASPO or leave it r = 1 (integrations/README.md).
 """
+import argparse
 import re
+import sys
+import warnings
 
 import torch
 
@@ -101,5 +111,162 @@ def compute_policy_loss_aspo(old_log_prob, log_prob, advantages, response_mask, 
                      "actor/pg_clipfrac_lower": pg_clipfrac_lower.item()}
 
 
+
+
+# ---- the sampler anchor (ASPO.md §12): r = pi_theta / pi_rollout inside verl's decoupled mode ----
+SAMPLER_SINCE = (0, 9)  # verl's RolloutCorrectionConfig as read in, and tested inside, 0.9.1
+# verl caps its log-weights at +-20 (rollout_corr_helper.SAFETY_BOUND), so no weight exceeds
+# exp(20) = 4.9e8 and a threshold of 1e9 truncates none: each weight is exactly pi_prox / pi_rollout
+NEVER_BINDS = 1e9
+RC = "algorithm.rollout_correction."
+ACTOR = "actor_rollout_ref.actor."
+SAMPLER_SETTINGS = {RC + "bypass_mode": False, RC + "rollout_is": "token",
+                    RC + "rollout_is_threshold": "1e9", RC + "rollout_is_batch_normalize": False,
+                    "actor_rollout_ref.rollout.calculate_log_probs": True}
+
+
+def sampler_version_problem(version: str):
+    """One line naming the installed verl where aspo_sampler cannot run there, else None."""
+    if version_tuple(version)[:2] < SAMPLER_SINCE:
+        return (f"loss_mode=aspo_sampler needs verl 0.9 (its decoupled rollout correction, tested "
+                f"inside 0.9.1); installed: verl {version}")
+    return None
+
+
+def compute_policy_loss_aspo_sampler(old_log_prob, log_prob, advantages, response_mask,
+                                     loss_agg_mode="token-mean", config=None,
+                                     rollout_is_weights=None):
+    """ASPO with r = pi_theta / pi_rollout. In decoupled mode verl passes old_log_prob = log pi_prox
+    (recomputed before the update) and rollout_is_weights = pi_prox / pi_rollout per token (exact
+    under SAMPLER_SETTINGS), so log pi_rollout = old_log_prob - log w: ASPO runs on that anchor, and
+    the weights act once, inside r (not multiplied in a second time)."""
+    problem = verl is not None and sampler_version_problem(verl.__version__)
+    if problem:
+        raise ValueError(problem)
+    if rollout_is_weights is None:
+        raise ValueError("loss_mode=aspo_sampler got no rollout_is_weights: set "
+                         + ", ".join(f"{k}={v}" for k, v in SAMPLER_SETTINGS.items()))
+    # padding carries weight 0 (log 0 = -inf); it has no gradient, so any finite anchor does there
+    weights = torch.where(response_mask.bool(), rollout_is_weights,
+                          torch.ones_like(rollout_is_weights))
+    return compute_policy_loss_aspo(old_log_prob - weights.log(), log_prob, advantages,
+                                    response_mask, loss_agg_mode, config)
+
+
 if verl is not None:
     register_policy_loss("aspo")(compute_policy_loss_aspo)
+    register_policy_loss("aspo_sampler")(compute_policy_loss_aspo_sampler)
+
+
+# ---- configuration-time check: the loss cannot warn from inside a loss verl never calls ----
+def _get(config, key, default=None):
+    from omegaconf import OmegaConf
+    value = OmegaConf.select(config, key)
+    return default if value is None else value
+
+
+def threshold_binds(threshold) -> bool:
+    """True where verl would truncate or zero some weights: IcePop's "lower_upper" string, or a cap
+    below NEVER_BINDS."""
+    return isinstance(threshold, str) and "_" in threshold or float(threshold) < NEVER_BINDS
+
+
+def sampler_errors(config, version: str) -> list:
+    """The settings that keep aspo_sampler from seeing r = pi_theta / pi_rollout, one line each."""
+    found = [sampler_version_problem(version)]
+    if not _get(config, "actor_rollout_ref.rollout.calculate_log_probs", False):
+        found.append("actor_rollout_ref.rollout.calculate_log_probs=False: without rollout "
+                     "log-probs verl computes no rollout_is_weights; aspo_sampler has no anchor")
+    if _get(config, RC + "rollout_is") != "token":
+        found.append(f"{RC}rollout_is={_get(config, RC + 'rollout_is')}: aspo_sampler rebuilds "
+                     "each token's pi_rollout from its own weight; set it to token")
+    threshold = _get(config, RC + "rollout_is_threshold", 2.0)
+    if threshold_binds(threshold):
+        found.append(f"{RC}rollout_is_threshold={threshold}: truncates the weights, so r is not "
+                     f"pi_theta / pi_rollout there; set it to 1e9 (never binds)")
+    if _get(config, RC + "rollout_is_batch_normalize", False):
+        found.append(f"{RC}rollout_is_batch_normalize=True: rescales the weights; set it to False")
+    return [line for line in found if line]
+
+
+def one_update_per_batch(config) -> bool:
+    """ppo_epochs 1 and one mini-batch (both counted in prompts): the update's ratio is r = 1."""
+    epochs = _get(config, ACTOR + "ppo_epochs", 1)
+    mini_batch = _get(config, ACTOR + "ppo_mini_batch_size", 0)
+    return epochs == 1 and mini_batch >= _get(config, "data.train_batch_size", 1)
+
+
+def config_findings(config, version: str) -> list:
+    """[(level, line)] for a verl trainer config (an OmegaConf DictConfig): "error" where ASPO would
+    not run or not see the ratio its loss_mode promises, "warning" where it equals GRPO."""
+    loss_mode = _get(config, ACTOR + "policy_loss.loss_mode", "vanilla")
+    if loss_mode not in ("aspo", "aspo_sampler"):
+        return []
+    found = []
+    if _get(config, RC + "bypass_mode", False):
+        found.append(("error", f"{RC}bypass_mode=True: verl replaces loss_mode={loss_mode} by its "
+                      f"own bypass_mode loss ({RC}loss_type={_get(config, RC + 'loss_type')}: "
+                      "PPO-clip or REINFORCE; rollout_corr_helper.apply_bypass_mode), so ASPO "
+                      "never runs; set it False (loss_mode=aspo_sampler anchors on the rollout)"))
+    if loss_mode == "aspo_sampler":
+        found += [("error", line) for line in sampler_errors(config, version)]
+    elif one_update_per_batch(config):
+        found.append(("warning", f"{ACTOR}ppo_epochs=1 with {ACTOR}ppo_mini_batch_size >= "
+                      "data.train_batch_size: one update per batch on recomputed old log-probs, "
+                      "so r = 1 on every token and ASPO equals GRPO (ASPO.md §12); use "
+                      "loss_mode=aspo_sampler, or more mini-batches or epochs"))
+    if _get(config, ACTOR + "use_rollout_log_probs", False):
+        found.append(("warning", f"{ACTOR}use_rollout_log_probs=True: read by no loss code in "
+                      f"verl {version}; it does not anchor the ratio on the rollout"))
+    return found
+
+
+def check_config(config) -> None:
+    """Call with verl's trainer config before training: a UserWarning per warning, and a ValueError
+    with one line per error, each naming its setting."""
+    if verl is None:
+        raise ImportError("verl_aspo.check_config reads a verl config: install verl")
+    found = config_findings(config, verl.__version__)
+    for level, line in found:
+        if level == "warning":
+            warnings.warn(line, stacklevel=2)
+    errors = [line for level, line in found if level == "error"]
+    if errors:
+        raise ValueError("\n".join(errors))
+
+
+def load_config(overrides: list, recipe=None):
+    """verl's default trainer config (its generated ppo_trainer.yaml), then a recipe yaml's own keys
+    (such as fully_async_ppo_trainer.yaml, its hydra defaults dropped), then Hydra-style KEY=VALUE
+    overrides (a leading + accepted)."""
+    from pathlib import Path
+
+    from omegaconf import OmegaConf
+    config_dir = Path(verl.__file__).parent / "trainer" / "config"
+    config = OmegaConf.load(config_dir / "_generated_ppo_trainer.yaml")
+    if recipe:
+        own = {k: v for k, v in OmegaConf.load(recipe).items() if k not in ("defaults", "hydra")}
+        config = OmegaConf.merge(config, own)
+    return OmegaConf.merge(config, OmegaConf.from_dotlist([o.lstrip("+") for o in overrides]))
+
+
+def main(argv) -> int:
+    """check_config's findings on the config a verl run with these overrides gets, one line each;
+    exit 1 on an error, 2 without verl."""
+    parser = argparse.ArgumentParser(description="Check a verl config for ASPO (verl_aspo.py)")
+    parser.add_argument("--config", help="a recipe's yaml, merged over verl's default config")
+    parser.add_argument("overrides", nargs="*", help="KEY=VALUE, as given to verl's trainer")
+    args = parser.parse_args(argv)
+    if verl is None:
+        print("verl_aspo: checking a config needs verl installed", file=sys.stderr)
+        return 2
+    found = config_findings(load_config(args.overrides, args.config), verl.__version__)
+    for level, line in found:
+        print(f"{level}: {line}")
+    if not found:
+        print("ok: nothing found that replaces ASPO or leaves it r = 1")
+    return 1 if any(level == "error" for level, _ in found) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

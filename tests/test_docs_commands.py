@@ -1,6 +1,7 @@
-"""Every `python SCRIPT.py ...` command in README.md and experiments/README.md still runs as printed: the
-script exists and every --flag it is given appears in that script's --help (runs.py's flags after `--` are
-nano_aspo.py's). Commands are read from fenced code blocks, indented code lines and inline code."""
+"""Every `python SCRIPT.py ...` command in README.md, experiments/README.md and integrations/README.md
+still runs as printed: the script exists and every --flag it is given appears in that script's --help
+(runs.py's flags after `--` are nano_aspo.py's). Commands are read from fenced code blocks, indented
+code lines and inline code."""
 import functools
 import re
 import subprocess
@@ -10,7 +11,7 @@ import pytest
 
 from conftest import ROOT
 
-DOCS = ("README.md", "experiments/README.md")
+DOCS = ("README.md", "experiments/README.md", "integrations/README.md")
 PASSED_ON = {"experiments/runs.py": "nano_aspo.py"}  # the flags after `--` go to this script
 
 

@@ -55,6 +55,13 @@ def count_a(completions, **kwargs):
 
 def train(trl_aspo, tmp_path, trainer_class=None, dropout=0.1, **overrides):
     """Two optimizer steps of ASPOTrainer (or trainer_class); the trainer."""
+    trainer = build(trl_aspo, tmp_path, trainer_class, dropout, **overrides)
+    trainer.train()
+    return trainer
+
+
+def build(trl_aspo, tmp_path, trainer_class=None, dropout=0.1, **overrides):
+    """ASPOTrainer (or trainer_class) on the tiny GPT-2, not yet trained."""
     from datasets import Dataset
 
     model, tokenizer = tiny_gpt2_and_tokenizer(dropout)
@@ -67,10 +74,9 @@ def train(trl_aspo, tmp_path, trainer_class=None, dropout=0.1, **overrides):
                     steps_per_generation=2)  # the second step reuses the first's samples: r != 1 there
     args = trl_aspo.ASPOConfig(**{**settings, **overrides})
     dataset = Dataset.from_dict({"prompt": ["abc", "bcd", "cde", "def"] * 2})
-    trainer = (trainer_class or trl_aspo.ASPOTrainer)(model=str(tmp_path / "gpt2"), reward_funcs=count_a, args=args,
-                                                      train_dataset=dataset, processing_class=tokenizer)
-    trainer.train()
-    return trainer
+    return (trainer_class or trl_aspo.ASPOTrainer)(model=str(tmp_path / "gpt2"), reward_funcs=count_a,
+                                                   args=args, train_dataset=dataset,
+                                                   processing_class=tokenizer)
 
 
 def test_the_installed_trl_is_the_pinned_release(trl_aspo):
@@ -156,6 +162,56 @@ def first_step_log_ratios(trl_aspo, tmp_path, **overrides):
 
     train(trl_aspo, tmp_path, trainer_class=Recorder, **overrides)
     return seen
+
+
+@pytest.mark.parametrize("num_iterations", [1, 2])
+def test_num_iterations_above_1_gives_aspo_a_ratio_in_trls_grpo(trl_aspo, tmp_path, num_iterations):
+    # one optimizer step per generation (steps_per_generation=1): the second step reuses the first's
+    # samples only when num_iterations > 1, and only then does the weight see r != 1 (the sampler
+    # anchor at lag 0, ASPO.md §12); with num_iterations=1 every r is 1 and ASPO equals GRPO
+    seen = first_step_log_ratios(trl_aspo, tmp_path, steps_per_generation=1,
+                                 num_iterations=num_iterations)
+    assert seen[0] == 0
+    assert (seen[1] > 1e-3) if num_iterations > 1 else (seen[1] == 0)
+
+
+# one stale completion per sign of A: r = pi_theta / pi_sampler, the sampler some updates behind,
+# at one point of each range of ASPO.md §5, and ASPO's weight there (w = 1/r flipped, c, 0, r)
+STALE_R = [0.25, 0.5, 0.9, 1.1, 1.6, 4.0]
+STALE_W = {1.0: [3.0, 2.0, 1 / 0.9, 1 / 1.1, 0.0, 0.0], -1.0: [0.0, 0.0, 0.9, 1.1, 1.6, 3.0]}
+
+
+def test_the_weight_function_on_stale_ratios_is_aspos_table(trl_aspo, tmp_path):
+    # TRL's asynchronous GRPO, which produces such ratios, samples through a vLLM server (not on a
+    # CPU) and has its own loss (see integrations/README.md); here, the weight on such ratios
+    trainer = build(trl_aspo, tmp_path)
+    trainer.model.train()
+    log_r = torch.tensor(STALE_R).log().expand(2, -1)
+    adv, mask = torch.tensor([1.0, -1.0]), torch.ones(2, len(STALE_R))
+    w = trainer.get_gamma_weights(adv[:, None].expand_as(log_r), log_r, mask, None)
+    torch.testing.assert_close(w, torch.tensor([STALE_W[1.0], STALE_W[-1.0]]))
+    # TRL's vLLM correction (sampler vs trainer engines) multiplies the weight, once
+    is_ratio = torch.full_like(log_r, 0.5)
+    w_is = trainer.get_gamma_weights(adv[:, None].expand_as(log_r), log_r, mask, is_ratio)
+    torch.testing.assert_close(w_is, 0.5 * w)
+    # clip fractions of the 12 tokens: A < 0 below 0.8 (2), A > 0 above 1.28 (2), dual-clip (2)
+    logged = {k: v[0] for k, v in trainer._metrics["train"].items() if k.startswith("clip_ratio/")}
+    assert logged == pytest.approx({"clip_ratio/low_mean": 1 / 6, "clip_ratio/high_mean": 1 / 6,
+                                    "clip_ratio/region_mean": 1 / 3, "clip_ratio/dual_mean": 1 / 6})
+
+
+def test_the_weight_function_equals_nano_aspos_gradient_on_random_stale_ratios(trl_aspo, tmp_path):
+    trainer = build(trl_aspo, tmp_path)
+    gen = torch.Generator().manual_seed(0)
+    log_r = (1.5 * torch.randn(8, 6, generator=gen, dtype=torch.float64)).requires_grad_(True)
+    adv = torch.tensor([1.0, -1.0, 0.5, -2.0] * 2, dtype=torch.float64)
+    mask = torch.ones_like(log_r)
+    w = trainer.get_gamma_weights(adv[:, None].expand_as(log_r), log_r.detach(), mask, None)
+    loss, _ = na.policy_loss("aspo", log_r, torch.zeros_like(log_r), adv, mask,
+                             EPS_LOW, EPS_HIGH, CLIP_C)
+    (grad,) = torch.autograd.grad(loss, log_r)
+    # nano_aspo's token-mean gradient is -A w / N (ASPO.md §3)
+    torch.testing.assert_close(w, grad * -mask.sum() / adv[:, None], rtol=1e-12, atol=1e-12)
 
 
 def test_dropout_is_off_by_default_so_the_first_ratio_is_1(trl_aspo, tmp_path):

@@ -62,7 +62,8 @@ def test_verl_plugin_registers_aspo_and_returns_what_that_verl_unpacks(monkeypat
                          ("verl.trainer.ppo.core_algos", core_algos)):
         monkeypatch.setitem(sys.modules, name, module)
     plugin = _load_plugin()
-    assert registry == {"aspo": plugin.compute_policy_loss_aspo}
+    assert registry == {"aspo": plugin.compute_policy_loss_aspo,
+                        "aspo_sampler": plugin.compute_policy_loss_aspo_sampler}
     config = VerlConfig(clip_ratio=0.2, clip_ratio_low=None, clip_ratio_high=0.28, clip_ratio_c=3.0,
                            global_batch_info={"batch_num_tokens": 8})
     logp = torch.zeros(2, 3, requires_grad=True)

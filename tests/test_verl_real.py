@@ -61,10 +61,10 @@ def test_importing_the_plugin_registers_aspo_in_verls_registry(plugin):
     assert set(out["aspo"][1]) == set(out["vanilla"][1])
 
 
-def ppo_loss(loss_mode, logp, old_logp, advantages, mask, loss_agg_mode):
+def ppo_loss(loss_mode, logp, old_logp, advantages, mask, loss_agg_mode, rollout_is_weights=None):
     """verl's own actor loss (workers/utils/losses.py) on a batch laid out as its FSDP engine passes one: the
     model's log-probs unpadded (one row of prompt + response tokens after another), the batch as a TensorDict with
-    the global token and sequence counts of one process."""
+    the global token and sequence counts of one process (and the rollout-correction weights where given)."""
     from tensordict import TensorDict
     from verl.utils import tensordict_utils as tu
     from verl.workers.config import FSDPActorConfig, PolicyLossConfig
@@ -79,6 +79,8 @@ def ppo_loss(loss_mode, logp, old_logp, advantages, mask, loss_agg_mode):
                        "responses": torch.ones(b, t, dtype=torch.long),
                        "attention_mask": torch.ones(b, prompt + t, dtype=torch.long),
                        "response_mask": mask, "old_log_probs": old_logp, "advantages": advantages}, batch_size=[b])
+    if rollout_is_weights is not None:
+        data["rollout_is_weights"] = rollout_is_weights
     tu.assign_non_tensor(data, dp_size=1, batch_num_tokens=int(mask.sum()), global_batch_size=b)
     return verl_ppo_loss(config, {"log_probs": unpadded}, data)
 
@@ -203,3 +205,189 @@ def test_an_unsupported_verl_is_a_one_line_error_naming_both_versions(verl, monk
         importlib.import_module("verl_aspo")
     assert str(e.value) == ("verl_aspo supports verl 0.5 to 0.9 (run inside 0.5.0, 0.6.0, 0.6.1, 0.7.0, 0.7.1, "
                             f"0.8.0, 0.9.0, 0.9.1); installed: verl {version}")
+
+
+# ---- the ratio's anchor (ASPO.md §12): loss_mode=aspo_sampler, bypass mode, the config check ----
+SAMPLER = {"actor_rollout_ref.actor.policy_loss.loss_mode": "aspo_sampler",
+           "algorithm.rollout_correction.rollout_is": "token",
+           "algorithm.rollout_correction.rollout_is_threshold": "1e9"}
+
+
+def stale_batch():
+    """(log pi_theta, log pi_prox, log pi_rollout, A, mask): the rollout sampled by weights some
+    updates old (pi_prox / pi_rollout about exp(+-0.7)), pi_theta one step's drift from pi_prox."""
+    logp, _, adv, mask = batch(0.0)
+    gen = torch.Generator().manual_seed(1)
+    rollout = logp.detach() - 0.7 * torch.randn(logp.shape, generator=gen, dtype=logp.dtype)
+    prox = logp.detach() - 0.3 * torch.randn(logp.shape, generator=gen, dtype=logp.dtype)
+    return logp, prox, rollout, adv, mask
+
+
+def verls_weights(prox, rollout, mask, threshold):
+    """rollout_is_weights as verl's trainer adds them to a batch in decoupled mode, token level."""
+    from verl.protocol import DataProto
+    from verl.trainer.config.algorithm import RolloutCorrectionConfig
+    from verl.trainer.ppo.rollout_corr_helper import compute_rollout_correction_and_add_to_batch
+
+    data = DataProto.from_dict(tensors={"old_log_probs": prox, "rollout_log_probs": rollout,
+                                        "response_mask": mask})
+    config = RolloutCorrectionConfig(rollout_is="token", rollout_is_threshold=threshold)
+    data, _ = compute_rollout_correction_and_add_to_batch(data, config)
+    return data.batch["rollout_is_weights"]
+
+
+def loss_and_grad(loss, logp):
+    (grad,) = torch.autograd.grad(loss, logp)
+    return loss.item(), grad
+
+
+def test_aspo_sampler_through_verls_ppo_loss_anchors_the_ratio_on_the_rollout(plugin):
+    logp, prox, rollout, adv, mask = stale_batch()
+    weights = verls_weights(prox, rollout, mask, 1e9)
+    got, got_grad = loss_and_grad(
+        ppo_loss("aspo_sampler", logp, prox, adv, mask, "token-mean", weights)[0], logp)
+    want, want_grad = loss_and_grad(
+        na.policy_loss("aspo", logp, rollout, adv[:, 0], mask, 0.2, 0.28, 3.0)[0], logp)
+    assert got == pytest.approx(want, rel=1e-12)
+    torch.testing.assert_close(got_grad, want_grad, rtol=1e-10, atol=1e-15)
+    # not the anchor verl's default gives ASPO (r = pi_theta / pi_prox), nor that times the weights
+    for other in (ppo_loss("aspo", logp, prox, adv, mask, "token-mean")[0],
+                  ppo_loss("aspo", logp, prox, adv, mask, "token-mean", weights)[0]):
+        assert (loss_and_grad(other, logp)[1] - want_grad).abs().max() > 1e-2
+
+
+def test_verls_default_threshold_truncates_so_aspo_sampler_would_see_another_ratio(plugin):
+    # why the config check refuses rollout_is_threshold=2.0 for aspo_sampler
+    logp, prox, rollout, adv, mask = stale_batch()
+    weights = verls_weights(prox, rollout, mask, 2.0)
+    assert ((prox - rollout).exp()[mask > 0] > 2).any() and weights.max() == 2
+    grad = loss_and_grad(ppo_loss("aspo_sampler", logp, prox, adv, mask, "token-mean", weights)[0],
+                         logp)[1]
+    want = loss_and_grad(na.policy_loss("aspo", logp, rollout, adv[:, 0], mask)[0], logp)[1]
+    assert (grad - want).abs().max() > 1e-2
+
+
+def test_aspo_sampler_without_weights_is_a_one_line_error_naming_the_settings(plugin):
+    logp, prox, _, adv, mask = stale_batch()
+    with pytest.raises(ValueError) as e:
+        ppo_loss("aspo_sampler", logp, prox, adv, mask, "token-mean")
+    assert str(e.value) == (
+        "loss_mode=aspo_sampler got no rollout_is_weights: set algorithm.rollout_correction."
+        "bypass_mode=False, algorithm.rollout_correction.rollout_is=token, algorithm."
+        "rollout_correction.rollout_is_threshold=1e9, algorithm.rollout_correction."
+        "rollout_is_batch_normalize=False, actor_rollout_ref.rollout.calculate_log_probs=True")
+
+
+def test_aspo_sampler_in_an_older_verl_is_a_one_line_error_naming_the_version(plugin, monkeypatch):
+    monkeypatch.setattr(plugin.verl, "__version__", "0.8.0")
+    logp, prox, rollout, adv, mask = stale_batch()
+    with pytest.raises(ValueError) as e:
+        ppo_loss("aspo_sampler", logp, prox, adv, mask, "token-mean", torch.ones_like(mask))
+    assert str(e.value) == ("loss_mode=aspo_sampler needs verl 0.9 (its decoupled rollout "
+                            "correction, tested inside 0.9.1); installed: verl 0.8.0")
+
+
+def test_verls_bypass_mode_replaces_the_registered_loss(plugin):
+    # pins what the config check warns about: with bypass_mode the trainer sets old_log_probs to the
+    # rollout's and loss_mode to its own "bypass_mode", whatever loss_mode was
+    from importlib.util import find_spec
+
+    from omegaconf import OmegaConf
+    from verl.protocol import DataProto
+    from verl.trainer.ppo.rollout_corr_helper import apply_bypass_mode
+
+    logp, prox, rollout, adv, mask = stale_batch()
+    data = DataProto.from_dict(tensors={"old_log_probs": prox, "rollout_log_probs": rollout})
+    policy_loss = OmegaConf.create({"loss_mode": "aspo"})
+    apply_bypass_mode(data, OmegaConf.create({"bypass_mode": True}), policy_loss)
+    assert policy_loss.loss_mode == "bypass_mode"
+    assert torch.equal(data.batch["old_log_probs"], rollout)
+    # and the trainer calls it on the actor's policy-loss config (read, not imported: importing
+    # ray_trainer needs torchdata, which the CI's --no-deps verl lacks)
+    trainer = " ".join(open(find_spec("verl.trainer.ppo.ray_trainer").origin).read().split())
+    assert ('bypass_recomputing_logprobs = rollout_corr_config and rollout_corr_config.get('
+            '"bypass_mode", False) if bypass_recomputing_logprobs:') in trainer
+    assert "policy_loss_config=self.config.actor_rollout_ref.actor.policy_loss," in trainer
+
+
+def findings(plugin, overrides, recipe=None, version=None):
+    config = plugin.load_config([f"{k}={v}" for k, v in overrides.items()], recipe)
+    return plugin.config_findings(config, version or plugin.verl.__version__)
+
+
+def verl_recipe(name):
+    from pathlib import Path
+    return Path(importlib.import_module("verl").__file__).parent / "experimental" / name
+
+
+ASPO = {"actor_rollout_ref.actor.policy_loss.loss_mode": "aspo"}
+RC = "algorithm.rollout_correction."
+
+
+def test_the_config_check_passes_verls_default_and_the_sampler_settings(plugin):
+    # verl's default: 1024 prompts in mini-batches of 256, so 3 of 4 updates see r != 1
+    assert findings(plugin, ASPO) == []
+    assert findings(plugin, SAMPLER) == []
+    assert findings(plugin, {**ASPO, RC + "rollout_is": "token"}) == []  # the decoupled anchor
+    # not ASPO: nothing to say
+    assert findings(plugin, {RC + "bypass_mode": True, "data.train_batch_size": 256}) == []
+
+
+@pytest.mark.parametrize("overrides, level, setting", [
+    ({**ASPO, RC + "bypass_mode": True}, "error", RC + "bypass_mode=True"),
+    ({**SAMPLER, RC + "bypass_mode": True}, "error", RC + "bypass_mode=True"),
+    ({**ASPO, "data.train_batch_size": 256}, "warning", "actor_rollout_ref.actor.ppo_epochs=1"),
+    ({**SAMPLER, RC + "rollout_is": "sequence"}, "error", RC + "rollout_is=sequence"),
+    ({**SAMPLER, RC + "rollout_is": "null"}, "error", RC + "rollout_is=None"),
+    ({**SAMPLER, RC + "rollout_is_threshold": 2.0}, "error", RC + "rollout_is_threshold=2.0"),
+    ({**SAMPLER, RC + "rollout_is_threshold": "'0.5_1e9'"}, "error",  # IcePop
+     RC + "rollout_is_threshold=0.5_1e9"),
+    ({**SAMPLER, RC + "rollout_is_batch_normalize": True}, "error",
+     RC + "rollout_is_batch_normalize=True"),
+    ({**SAMPLER, "actor_rollout_ref.rollout.calculate_log_probs": False}, "error",
+     "actor_rollout_ref.rollout.calculate_log_probs=False"),
+    ({**ASPO, "actor_rollout_ref.actor.use_rollout_log_probs": True}, "warning",
+     "actor_rollout_ref.actor.use_rollout_log_probs=True"),
+])
+def test_the_config_check_names_the_setting(plugin, overrides, level, setting):
+    found = findings(plugin, overrides)
+    assert [(lvl, first_word(line)) for lvl, line in found] == [(level, setting)]
+
+
+def first_word(line):
+    return line.split()[0].rstrip(":")
+
+
+def test_the_config_check_refuses_aspo_in_verls_async_recipes(plugin):
+    # verl 0.9.1's fully-async and one-step-off recipes turn bypass mode on (ASPO.md §12)
+    for recipe in ("fully_async_policy/config/fully_async_ppo_trainer.yaml",
+                   "one_step_off_policy/config/one_step_off_ppo_trainer.yaml"):
+        found = findings(plugin, ASPO, verl_recipe(recipe))
+        assert ("error", RC + "bypass_mode=True") in [(lvl, first_word(ln)) for lvl, ln in found]
+
+
+def test_the_config_check_names_an_older_verl_for_the_sampler(plugin):
+    assert findings(plugin, SAMPLER, version="0.8.0") == [("error", (
+        "loss_mode=aspo_sampler needs verl 0.9 (its decoupled rollout correction, tested inside "
+        "0.9.1); installed: verl 0.8.0"))]
+
+
+def test_check_config_warns_and_refuses(plugin):
+    with pytest.warns(UserWarning, match=r"^actor_rollout_ref\.actor\.ppo_epochs=1 "):
+        plugin.check_config(plugin.load_config(["data.train_batch_size=256", "+" + "=".join(
+            next(iter(ASPO.items())))]))
+    with pytest.raises(ValueError, match=r"^algorithm\.rollout_correction\.bypass_mode=True: "):
+        plugin.check_config(plugin.load_config(
+            [f"{k}={v}" for k, v in {**SAMPLER, RC + "bypass_mode": True}.items()]))
+
+
+def test_the_config_check_from_the_command_line(verl):
+    script = str(ROOT / "integrations" / "verl_aspo.py")
+    run = [sys.executable, script, *(f"{k}={v}" for k, v in ASPO.items())]
+    ok = subprocess.run(run, capture_output=True, text=True, timeout=300)
+    assert ok.returncode == 0
+    assert ok.stdout == "ok: nothing found that replaces ASPO or leaves it r = 1\n"
+    bad = subprocess.run(run + ["--config", str(verl_recipe(
+        "fully_async_policy/config/fully_async_ppo_trainer.yaml"))], capture_output=True, text=True,
+        timeout=300)
+    assert bad.returncode == 1 and bad.stdout.startswith("error: " + RC + "bypass_mode=True: ")
