@@ -7,6 +7,7 @@ CPU best).
     python experiments/runs.py ladder      # nois, posmean, aspo-hardneg at lr0 on seeds 0-7 (grpo, aspo: from tradeoff)
     python experiments/runs.py all         # the three, then the report
     python experiments/runs.py lockin --seeds 0,...,31   # phase 6: grpo vs aspo-ref and the controls, lock-in regime
+    python experiments/runs.py stale --seeds 0,...,31 --lags 0,8 -- --epochs 1   # phase 7: stale rollouts
     python experiments/runs.py report      # the tables of whatever has finished (also written to <root>/report.md)
     python experiments/runs.py tradeoff --seeds 100,101 --root experiments/runs-dev -- --steps 50   # dev seeds, any nano_aspo flag after --
 
@@ -35,7 +36,7 @@ from experiments.results import label_order, load_suite  # noqa: E402
 import pretrain  # noqa: E402
 from experiments.start_probe import teacher_accuracy  # noqa: E402
 from experiments.stats import TEACHER_TOLERANCE, frontier_gap, teacher_gaps  # noqa: E402
-from stats import lockin_share, paired_comparison, paired_line, paired_lockin, t_interval  # noqa: E402
+from stats import escaped, lockin_share, paired_comparison, paired_line, paired_lockin, t_interval  # noqa: E402
 
 LR_FRACTIONS = (1, 2, 4)  # the same learning-rate sweep for every method: lr0, lr0/2, lr0/4 (§6)
 LADDER = ("nois", "posmean", "aspo-hardneg")  # the paper's ablation ladder (§9), beside grpo and aspo
@@ -242,18 +243,105 @@ def report_lockin(root: Path) -> list[str]:
     return lines
 
 
+# --- phase 7: stale rollouts (ASPO.md §12) -----------------------------------------------------
+STALE_CHUNK = 8  # seeds per process: an interruption loses one chunk, finished chunks are skipped
+STALE_ENDPOINTS = ("careful_hard", "hard_pass@k", "pass@k", "pass@1")
+
+
+def stale_jobs(args, extra) -> list:
+    """grpo and aspo at every lag of --lags under every anchor of --anchors: one batched process
+    per (anchor, chunk of STALE_CHUNK seeds), into <root>/stale/<anchor>-L<lags>/s<first>-<last>.
+    Lag 0 is on-policy, the same run under both anchors: it runs under the sampler anchor only."""
+    jobs = []
+    for anchor in args.anchors:
+        lags = [lag for lag in args.lags if lag > 0 or anchor == "sampler"]
+        for i in range(0, len(args.seeds), STALE_CHUNK) if lags else []:
+            seeds = args.seeds[i:i + STALE_CHUNK]
+            out = (args.root / "stale" / f"{anchor}-L{'-'.join(map(str, lags))}"
+                   / f"s{seeds[0]}-{seeds[-1]}")
+            jobs.append(([*extra, "--seeds", ",".join(map(str, seeds)), "--methods", "grpo,aspo",
+                          "--rollout-lag", ",".join(map(str, lags)), "--ratio-anchor", anchor],
+                         out, 1))
+    return jobs
+
+
+def stale_arms(root: Path) -> dict:
+    """{(anchor, lag, mu): {(method, seed): run}} of every finished run under <root>/stale; lag 0
+    has the anchor "on-policy"."""
+    arms = {}
+    for path in sorted((root / "stale").glob("*/*/summary.json")):
+        summary = json.loads(path.read_text())
+        cfg = summary["config"]
+        for run in summary["runs"]:
+            if run.get("final"):
+                anchor = cfg["ratio_anchor"] if run["lag"] else "on-policy"
+                mu = cfg["minibatches"] * cfg["epochs"]
+                arms.setdefault((anchor, run["lag"], mu), {})[run["method"], run["seed"]] = run
+    return arms
+
+
+def report_stale(root: Path) -> list[str]:
+    """Phase 7's table: per anchor, lag and mu, the staleness (drift, ESS), the stale positive
+    tokens (share with r < 0.8, the weights grpo and aspo give them), each method's primary
+    endpoint, aspo - grpo on every endpoint (paired t interval, seeds in favour), and the outcome
+    "escaped" per seed (Wilson shares, exact McNemar on the discordant seeds)."""
+    arms = stale_arms(root)
+    if not arms:
+        return []
+    lines = ["### stale rollouts (`python experiments/runs.py stale`): final held-out, aspo - grpo "
+             "paired by seed (mean [95% t interval] seeds in favour)", "",
+             "| anchor | lag | mu | seeds | drift | ESS | r < 0.8 (pos) | w grpo / aspo | careful "
+             "(hard) grpo / aspo | " + " | ".join(f"{e.replace('pass@k', 'pass@8')} aspo - grpo"
+                                                  for e in STALE_ENDPOINTS)
+             + " | escaped grpo / aspo (Wilson) | McNemar b / c, p |",
+             "|" + "---|" * (10 + len(STALE_ENDPOINTS))]
+    order = {"on-policy": 0, "sampler": 1, "decoupled": 2}
+    for (anchor, lag, mu), by in sorted(arms.items(), key=lambda a: (a[0][2], a[0][1],
+                                                                     order[a[0][0]])):
+        seeds = sorted(s for (m, s) in by if m == "aspo" and ("grpo", s) in by)
+        if not seeds:
+            continue
+        runs_ = [by[m, s] for s in seeds for m in ("grpo", "aspo")]
+        mech = {key: np.mean([r["stale"][key] for r in runs_ if r["stale"].get(key) is not None]
+                             or [np.nan]) for key in ("drift", "ess", "below08_pos",
+                                                      "w_grpo_below08_pos", "w_aspo_below08_pos")}
+        cells = []
+        for e in STALE_ENDPOINTS:
+            d = np.array([by["aspo", s]["final"][e] - by["grpo", s]["final"][e] for s in seeds])
+            ci = t_interval(d)
+            cells.append(f"{d.mean():+.3f}" + (f" [{ci[0]:+.3f}, {ci[1]:+.3f}]" if ci else "")
+                         + f" {int((d > 0).sum())}/{len(seeds)}")
+        share = {m: lockin_share(runs_, m, escaped) for m in ("grpo", "aspo")}
+        c = paired_lockin(runs_, "aspo", "grpo", escaped)
+        careful = " / ".join(f"{np.mean([by[m, s]['final']['careful_hard'] for s in seeds]):.3f}"
+                             for m in ("grpo", "aspo"))
+        lines.append(f"| {anchor} | {lag} | {mu} | {len(seeds)} | {mech['drift']:.4f} | "
+                     f"{mech['ess']:.3f} | {mech['below08_pos']:.3f} | "
+                     f"{mech['w_grpo_below08_pos']:.2f} / {mech['w_aspo_below08_pos']:.2f} | "
+                     f"{careful} | " + " | ".join(cells) + " | "
+                     + " / ".join(f"{o['locked']}/{o['n']} [{o['wilson95'][0]:.2f}, "
+                                  f"{o['wilson95'][1]:.2f}]" for o in share.values())
+                     + f" | {c['b']} / {c['c']}, p = {c['p']:.3f} |")
+    return lines
+
+
 def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     extra = argv[argv.index("--") + 1:] if "--" in argv else []
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("suite", choices=("start", "tradeoff", "ladder", "lockin", "all", "report"), help="what to run")
+    p.add_argument("suite", choices=("start", "tradeoff", "ladder", "lockin", "stale", "all", "report"),
+                   help="what to run")
+    p.add_argument("--lags", default="0,8", help="stale: comma-separated --rollout-lag values")
+    p.add_argument("--anchors", default="sampler,decoupled", help="stale: comma-separated --ratio-anchor values")
     p.add_argument("--seeds", default="0,1,2,3,4,5,6,7", help="RL seeds (report on 0-7; develop on >= 100)")
     p.add_argument("--root", default=Path("experiments/runs"), type=Path, help="folder of the runs, the shared checkpoint and report.md")
     p.add_argument("--parallel", default=2, type=int, help="processes at once (each on one thread)")
     args = p.parse_args(argv[:argv.index("--")] if "--" in argv else argv)
     try:
         args.seeds = [int(s) for s in args.seeds.split(",")]
+        args.lags = [int(s) for s in args.lags.split(",")]
+        args.anchors = args.anchors.split(",")
         lr0 = na.parse_config(extra).lr  # also checks the extra nano_aspo flags before anything runs
     except ValueError as e:
         print(f"runs.py: error: {e}", file=sys.stderr)
@@ -271,10 +359,12 @@ def main(argv=None) -> int:
         run_all(rl_jobs("ladder", LADDER, (1,), lr0, args, extra), args.parallel)
     if args.suite == "lockin":  # not in all: its regime is phase 6's, not the default's
         run_all(lockin_jobs(args, extra), args.parallel)
+    if args.suite == "stale":
+        run_all(stale_jobs(args, extra), args.parallel)
     if args.suite != "report":
         print(f"wall time {time.time() - t0:.0f}s")
     lines = (report_start(args.root) + [""] + report_rl(args.root, "tradeoff", lr0) + [""] + report_rl(args.root, "ladder", lr0)
-             + [""] + report_lockin(args.root))
+             + [""] + report_lockin(args.root) + [""] + report_stale(args.root))
     text = "\n".join(lines).strip() + "\n"
     print(text)
     args.root.mkdir(parents=True, exist_ok=True)
