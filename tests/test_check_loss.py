@@ -11,7 +11,7 @@ import torch
 
 from integrations import check_loss
 import nano_aspo as na
-from conftest import ROOT
+from conftest import ROOT, require
 
 PLUGIN = f"{ROOT / 'integrations' / 'verl_aspo.py'}:compute_policy_loss_aspo"
 BROKEN = ROOT / "integrations" / "broken_aspo.py"
@@ -147,6 +147,6 @@ def test_other_required_mask_parameters_get_an_all_true_mask(capsys, tmp_path):
 
 
 def test_plot_draws_a_png(capsys, tmp_path):
-    pytest.importorskip("matplotlib")
+    require("matplotlib", "check_loss --plot")
     rc, out, _ = run(capsys, "aspo", "--plot", tmp_path / "w.png")
     assert rc == 0 and (tmp_path / "w.png").stat().st_size > 10_000

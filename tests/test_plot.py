@@ -5,7 +5,7 @@ import shutil
 import pytest
 import torch
 
-from conftest import ROOT
+from conftest import ROOT, require
 from experiments import plot
 from test_losses import C, EPS_HIGH, EPS_LOW, HAND, RATIOS
 
@@ -35,12 +35,14 @@ def test_weights_match_the_whole_table():
 
 def test_colors_any_method_name():
     assert plot.color("aspo") == "tab:blue" and plot.color("grpo") == "tab:red"
-    spec = "my/file.py:fn"
-    assert plot.color(spec) in plot.MORE_COLORS and plot.color(spec) == plot.color(spec)
+    # any other name: a color fixed by the name alone, the same in every process (pinned here, so a
+    # colour from Python's per-process salted hash() fails), and different names spread over the palette
+    assert {name: plot.color(name) for name in ("my/file.py:fn", "posmean", "aspo-ref", "a.py:b")} == {
+        "my/file.py:fn": "black", "posmean": "tab:orange", "aspo-ref": "tab:purple", "a.py:b": "tab:brown"}
 
 
 def test_main_draws_each_figure_beside_its_run_or_in_out_dir(tmp_path, capsys):
-    pytest.importorskip("matplotlib")
+    require("matplotlib", "drawing the figures")
     run = tmp_path / "run"
     run.mkdir()
     shutil.copy(ROOT / "experiments" / "runs" / "demo" / "metrics.jsonl", run)
@@ -55,7 +57,7 @@ def test_main_errors(tmp_path, capsys):
     with pytest.raises(SystemExit):
         plot.main([])  # nothing to draw
     assert "nothing to draw" in capsys.readouterr().err
-    pytest.importorskip("matplotlib")
+    require("matplotlib", "drawing the figures")
     assert plot.main(["--tradeoff", str(tmp_path)]) == 1  # no finished runs: one line, exit 1
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("plot.py: error: ") and "no finished runs" in err[0]
