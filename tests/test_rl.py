@@ -1,5 +1,6 @@
 import json
 import math
+import time
 
 import pytest
 import torch
@@ -59,7 +60,23 @@ def test_rl_step_runs_and_reports_finite_metrics(method, monkeypatch):
     # mu = 4 updates at a high lr: the policy moved off the rollout policy by the last minibatch
     assert m["last_abs_log_ratio"] > 0 and m["abs_log_ratio"] > 0
     assert not all(torch.equal(before[k], v) for k, v in model.state_dict().items())
-    assert t["rollout_s"] >= 0 and t["update_s"] >= 0
+
+
+def test_rl_step_times_the_rollout_and_the_update_apart(monkeypatch):
+    # a rollout made 0.3 s slower shows in rollout_s, not in update_s, and the two split the step's time
+    _alternating_score(monkeypatch)
+    rollout = na.rollout_and_score
+    monkeypatch.setattr(na, "rollout_and_score", lambda *a, **k: (time.sleep(0.3), rollout(*a, **k))[1])
+    cfg = _cfg()
+    model = _model(cfg)
+    opt_ = torch.optim.AdamW(model.parameters(), lr=cfg.lr)
+    t0 = time.perf_counter()
+    _, t = _step(model, opt_, rewards.make_problems(cfg.prompts, 0, "train"), cfg, "aspo",
+                 torch.Generator().manual_seed(0))
+    wall = time.perf_counter() - t0
+    assert t.keys() == {"rollout_s", "update_s"}
+    assert t["rollout_s"] >= 0.3 and 0 < t["update_s"] <= wall - 0.3
+    assert t["rollout_s"] + t["update_s"] <= wall + 0.01  # time.time() inside, perf_counter here
 
 
 def test_rl_step_dead_groups_give_no_update(monkeypatch):
