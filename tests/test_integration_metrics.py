@@ -1,15 +1,15 @@
 """The metrics the verl plugin (integrations/verl_aspo.py) and the TRL trainer (integrations/trl_aspo.py)
 report, by value, on one batch where every token's clip region is known by construction."""
 import importlib
-import sys
 import types
 from collections import defaultdict
 
 import pytest
 import torch
 
-from conftest import ROOT, require
+from conftest import ROOT
 from integrations.user_loss import VerlConfig
+from test_trl_aspo import trl_aspo  # noqa: F401 (the fixture: integrations/trl_aspo.py inside TRL)
 
 EPS_LOW, EPS_HIGH, CLIP_C = 0.2, 0.28, 3.0
 # (advantage, ratios, mask) per completion; every region a different count, so that two metrics swapped fail
@@ -54,16 +54,6 @@ def test_verl_plugin_clip_fractions_and_kl_by_value():
     # verl's names: pg_clipfrac the hard clip (weight 0, either sign), pg_clipfrac_lower the dual-clip
     assert metrics == pytest.approx({"actor/pg_clipfrac": HIGH + LOW, "actor/pg_clipfrac_lower": DUAL,
                                      "actor/ppo_kl": kl}, abs=1e-9)
-
-
-@pytest.fixture(scope="module")
-def trl_aspo():
-    require("trl", "running ASPO inside TRL")
-    sys.path.insert(0, str(ROOT / "integrations"))
-    try:
-        return importlib.import_module("trl_aspo")
-    finally:
-        sys.path.remove(str(ROOT / "integrations"))
 
 
 def test_trl_trainer_weights_and_clip_metrics_by_value(trl_aspo):
