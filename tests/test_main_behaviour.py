@@ -1,5 +1,7 @@
-"""Behaviour that had no test: the KL term inside training, evaluation of many members in chunks, the
-summary's lock-in fields, the console without --quiet, and runs.py's report on the committed runs."""
+"""Behaviour that had no test: the KL term inside training, evaluation of many members in chunks,
+the summary's lock-in fields, the console without --quiet, and runs.py's report on the committed
+runs."""
+
 import contextlib
 import io
 import json
@@ -16,28 +18,43 @@ from test_rl import _alternating_score, _cfg, _model
 
 
 def _kl_run(monkeypatch, kl_coef, steps=1, **kw):
-    """`steps` rl_steps of one aspo member from the same start, prompts and seeds: its parameters, and
-    whether its reference (present for kl_coef > 0, as train_rl builds it) kept the start's weights."""
+    """`steps` rl_steps of one aspo member from the same start, prompts and seeds: its parameters,
+    and whether its reference (present for kl_coef > 0, as train_rl builds it) kept the start's
+    weights."""
     _alternating_score(monkeypatch)
     cfg = _cfg(kl_coef=kl_coef, **kw)
     model = _model(cfg)
     start = {k: v.clone() for k, v in model.state_dict().items()}
-    reference = na.StackedGPT(na.model_config(cfg), [model.member_state_dict(0)]).eval() if kl_coef else None
+    reference = (
+        na.StackedGPT(na.model_config(cfg), [model.member_state_dict(0)]).eval()
+        if kl_coef
+        else None
+    )
     opt_ = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=0.0)
     for step in range(steps):
-        na.rl_step(model, opt_, [rewards.make_problems(cfg.prompts, step, "train")], cfg, ["aspo"],
-                   [torch.Generator().manual_seed(step)], reference)
-    kept = reference is None or all(torch.equal(start[k], v) for k, v in reference.state_dict().items())
+        na.rl_step(
+            model,
+            opt_,
+            [rewards.make_problems(cfg.prompts, step, "train")],
+            cfg,
+            ["aspo"],
+            [torch.Generator().manual_seed(step)],
+            reference,
+        )
+    kept = reference is None or all(
+        torch.equal(start[k], v) for k, v in reference.state_dict().items()
+    )
     return torch.cat([p.detach().flatten() for p in model.parameters()]), kept
 
 
 def test_kl_term_is_zero_on_policy_and_pulls_back_off_policy(monkeypatch):
-    # mu = 1: the only update is at pi_theta = pi_ref, where k3's gradient (1 - pi_ref / pi_theta) is 0,
-    # so the first update equals the one without the KL term (up to rounding)
+    # mu = 1: the only update is at pi_theta = pi_ref, where k3's gradient (1 - pi_ref / pi_theta)
+    # is 0, so the first update equals the one without the KL term (up to rounding)
     plain, _ = _kl_run(monkeypatch, 0.0, minibatches=1, epochs=1)
     with_kl, kept = _kl_run(monkeypatch, 0.5, minibatches=1, epochs=1)
     assert kept and (with_kl - plain).abs().max() < 1e-6
-    # mu = 4 over two steps: the policy leaves the start, the KL term acts, and the reference stays put
+    # mu = 4 over two steps: the policy leaves the start, the KL term acts, and the reference stays
+    # put
     plain, _ = _kl_run(monkeypatch, 0.0, steps=2)
     with_kl, kept = _kl_run(monkeypatch, 0.5, steps=2)
     assert kept and (with_kl - plain).abs().max() > 1e-4
@@ -69,8 +86,24 @@ def loud_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("loud")
     console = io.StringIO()
     with contextlib.redirect_stdout(console):
-        assert na.main(TINY_ARGS + ["--steps", "2", "--eval-every", "1", "--out-dir", str(out),
-                                    "--seeds", "3,4", "--methods", "grpo,aspo"]) == 0
+        assert (
+            na.main(
+                TINY_ARGS
+                + [
+                    "--steps",
+                    "2",
+                    "--eval-every",
+                    "1",
+                    "--out-dir",
+                    str(out),
+                    "--seeds",
+                    "3,4",
+                    "--methods",
+                    "grpo,aspo",
+                ]
+            )
+            == 0
+        )
     return console.getvalue(), json.loads((out / "summary.json").read_text())
 
 
@@ -94,8 +127,23 @@ def test_summary_lock_in_fields_follow_each_runs_final_careful_share(loud_run):
 
 
 def test_no_lock_in_fields_without_hard_problems(tmp_path, tiny_args, capsys):
-    assert na.main(tiny_args + ["--steps", "1", "--quiet", "--out-dir", str(tmp_path), "--eval-easy-share", "1",
-                                "--methods", "grpo,aspo"]) == 0
+    assert (
+        na.main(
+            tiny_args
+            + [
+                "--steps",
+                "1",
+                "--quiet",
+                "--out-dir",
+                str(tmp_path),
+                "--eval-easy-share",
+                "1",
+                "--methods",
+                "grpo,aspo",
+            ]
+        )
+        == 0
+    )
     summary = json.loads((tmp_path / "summary.json").read_text())
     assert summary["lockin"] == [] and summary["lockin_paired"] == []
     assert all("locked" not in r for r in summary["runs"])
@@ -104,19 +152,31 @@ def test_no_lock_in_fields_without_hard_problems(tmp_path, tiny_args, capsys):
 def test_without_quiet_the_console_shows_samples(loud_run, tmp_path, tiny_args, capsys):
     console, _ = loud_run
     lines = console.splitlines()
-    # three held-out problems at the start, then three per run at each evaluation (steps 1 and 2), each
-    # with its --eval-samples 4 completions marked right or wrong (one may hold a newline: count marks)
-    for who, n in (("init", 3), ("grpo", 3 * 2 * 2), ("aspo", 3 * 2 * 2)):  # 2 seeds x 2 evaluations
+    # three held-out problems at the start, then three per run at each evaluation (steps 1 and 2),
+    # each with its --eval-samples 4 completions marked right or wrong (one may hold a newline:
+    # count marks)
+    for who, n in (
+        ("init", 3),
+        ("grpo", 3 * 2 * 2),
+        ("aspo", 3 * 2 * 2),
+    ):  # 2 seeds x 2 evaluations
         assert sum(ln.startswith(f"      {who} ") and " -> " in ln for ln in lines) == n, who
     assert console.count("✓") + console.count("✗") == 4 * (3 + 24)
-    assert sum(ln.startswith(("grpo s3 ", "aspo s4 ")) for ln in lines) == 4  # a console line per step
-    assert na.main(tiny_args + ["--steps", "2", "--eval-every", "1", "--quiet", "--out-dir", str(tmp_path)]) == 0
+    assert (
+        sum(ln.startswith(("grpo s3 ", "aspo s4 ")) for ln in lines) == 4
+    )  # a console line per step
+    assert (
+        na.main(
+            tiny_args + ["--steps", "2", "--eval-every", "1", "--quiet", "--out-dir", str(tmp_path)]
+        )
+        == 0
+    )
     assert " -> " not in capsys.readouterr().out
 
 
 def test_runs_report_regenerates_the_committed_report_byte_for_byte(tmp_path, monkeypatch, capsys):
-    # the committed runs, seen through links from a fresh experiments/runs (the report names its runs by
-    # that relative path), so that report.md is written there and not over the committed one
+    # the committed runs, seen through links from a fresh experiments/runs (the report names its
+    # runs by that relative path), so that report.md is written there and not over the committed one
     committed = ROOT / "experiments" / "runs"
     root = tmp_path / "experiments" / "runs"
     root.mkdir(parents=True)

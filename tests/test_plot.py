@@ -40,10 +40,12 @@ def test_weights_match_the_whole_table():
 def test_colors_any_method_name():
     assert weight_figure.color("aspo") == "tab:blue" and weight_figure.color("grpo") == "tab:red"
     # any other name: a color fixed by the name alone, the same in every process (pinned here, so a
-    # colour from Python's per-process salted hash() fails), and different names spread over the palette
+    # colour from Python's per-process salted hash() fails), and different names spread over the
+    # palette
     names = ("my/file.py:fn", "posmean", "aspo-ref", "a.py:b")
     assert {name: weight_figure.color(name) for name in names} == {
-        "my/file.py:fn": "black", "posmean": "tab:orange", "aspo-ref": "tab:purple", "a.py:b": "tab:brown"}
+        "my/file.py:fn": "black", "posmean": "tab:orange", "aspo-ref": "tab:purple",
+        "a.py:b": "tab:brown"}
 
 
 def test_main_draws_each_figure_beside_its_run_or_in_out_dir(tmp_path, capsys):

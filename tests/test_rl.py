@@ -63,10 +63,12 @@ def test_rl_step_runs_and_reports_finite_metrics(method, monkeypatch):
 
 
 def test_rl_step_times_the_rollout_and_the_update_apart(monkeypatch):
-    # a rollout made 0.3 s slower shows in rollout_s, not in update_s, and the two split the step's time
+    # a rollout made 0.3 s slower shows in rollout_s, not in update_s, and the two split the
+    # step's time
     _alternating_score(monkeypatch)
     rollout = na.rollout_and_score
-    monkeypatch.setattr(na, "rollout_and_score", lambda *a, **k: (time.sleep(0.3), rollout(*a, **k))[1])
+    slow = lambda *a, **k: (time.sleep(0.3), rollout(*a, **k))[1]
+    monkeypatch.setattr(na, "rollout_and_score", slow)
     cfg = _cfg()
     model = _model(cfg)
     opt_ = torch.optim.AdamW(model.parameters(), lr=cfg.lr)
