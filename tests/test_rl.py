@@ -187,9 +187,26 @@ def test_main_stops_a_run_on_a_nan_loss(tmp_path, tiny_args, capsys, monkeypatch
     assert "error" in summary["runs"][0] and summary["runs"][0]["final"] is None
 
 
+def numbers(x) -> list[float]:
+    """Every number in nested dicts and lists, in order (strings, None and booleans left out)."""
+    if isinstance(x, dict):
+        x = list(x.values())
+    if isinstance(x, list):
+        return [v for item in x for v in numbers(item)]
+    return [x] if isinstance(x, (int, float)) and not isinstance(x, bool) else []
+
+
+def gap(a, b) -> float:
+    """The largest |difference| between the numbers of two metrics structures of the same shape."""
+    xs, ys = numbers(a), numbers(b)
+    assert len(xs) == len(ys) > 0
+    return max(abs(x - y) for x, y in zip(xs, ys))
+
+
 def test_mu_one_control_every_method_gives_the_same_run(tmp_path, tiny_args, monkeypatch):
-    # one minibatch, one epoch: every update is on-policy (r = 1), where all the losses have the same
-    # gradient (§2), so every method must produce the same run, number for number (§10's negative control)
+    # one minibatch, one epoch: every update is on-policy (r = 1 up to rounding), where all the
+    # losses have the same gradient (§2), so every method must produce the same run within 1e-6
+    # (§10's negative control; the losses' formulas round differently, so not bit for bit)
     _alternating_score(monkeypatch)  # half of every group right: a learning signal in every batch
     out = tmp_path / "mu1"
     assert na.main(tiny_args + ["--steps", "3", "--eval-every", "1", "--quiet", "--out-dir", str(out), "--seeds", "5",
@@ -202,14 +219,15 @@ def test_mu_one_control_every_method_gives_the_same_run(tmp_path, tiny_args, mon
     runs = list(by.values())
     assert len(runs) == len(na.METHODS) and all(len(r) == 4 for r in runs)
     for other in runs[1:]:
-        assert other == runs[0]
+        assert [line.keys() for line in other] == [line.keys() for line in runs[0]]
+        assert gap(other, runs[0]) < 1e-6
     assert runs[0][-1]["grad_norm"] > 0  # the updates really happened
     # and the opposite: with mu = 4 the same seeds give different runs (the control can fail)
     out4 = tmp_path / "mu4"
     assert na.main(tiny_args + ["--steps", "3", "--quiet", "--out-dir", str(out4), "--seeds", "5", "--lr", "1e-2",
                                 "--minibatches", "2", "--epochs", "2", "--methods", "grpo,aspo"]) == 0
     finals = [r["final"] for r in _read(out4)[1]["runs"]]
-    assert finals[0] != finals[1]
+    assert gap([finals[0]], [finals[1]]) > 1e-3
 
 
 def test_logp_adv_covariance_matches_its_definition_and_splits_by_sign():

@@ -70,10 +70,10 @@ def test_teacher_gaps_are_start_minus_teacher_and_the_criterion_takes_either_sig
 
 
 def test_the_criterion_fails_a_start_that_has_not_converged():
-    # phase 5's criterion on a pretraining stopped early (100 steps): each strategy is known far worse
-    # than by its teacher (~0.01 against 0.8 and 0.95), but for the shortcut on hard problems, where
-    # the teacher's own value is ~0.003. (No reduced configuration that trains in seconds converges:
-    # experiments/README.md 5a; the passing side is checked on the full start by
+    # phase 5's criterion on a pretraining stopped early (100 steps): each strategy is known far
+    # worse than by its teacher (~0.01 against 0.8 and 0.95), but for the shortcut on hard problems,
+    # where the teacher's own value is ~0.003. (No reduced configuration that trains in seconds
+    # converges: experiments/README.md 5a; the passing side is checked on the full start by
     # `python experiments/runs.py start`.)
     model, cfg = _pretrain(1, ["--pretrain-steps", "100"])
     test = na.task_problems(cfg, "test")
