@@ -17,34 +17,22 @@ from experiments.stats import LOCKIN_CAREFUL_HARD
 from test_rl import _alternating_score, _cfg, _model
 
 
-def _kl_run(monkeypatch, kl_coef, steps=1, **kw):
+def _kl_run(monkeypatch, kl_coef, steps=1, reference_seed=0, **kw):
     """`steps` rl_steps of one aspo member from the same start, prompts and seeds: its parameters,
-    and whether its reference (present for kl_coef > 0, as train_rl builds it) kept the start's
-    weights."""
+    and whether its reference (for kl_coef > 0: the start, as train_rl builds it, or another
+    policy's weights) kept its weights."""
     _alternating_score(monkeypatch)
     cfg = _cfg(kl_coef=kl_coef, **kw)
     model = _model(cfg)
-    start = {k: v.clone() for k, v in model.state_dict().items()}
-    reference = (
-        na.StackedGPT(na.model_config(cfg), [model.member_state_dict(0)]).eval()
-        if kl_coef
-        else None
-    )
+    reference = _model(cfg, seed=reference_seed).eval() if kl_coef else None
+    kept = {k: v.clone() for k, v in (reference or model).state_dict().items()}
     opt_ = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=0.0)
     for step in range(steps):
-        na.rl_step(
-            model,
-            opt_,
-            [rewards.make_problems(cfg.prompts, step, "train")],
-            cfg,
-            ["aspo"],
-            [torch.Generator().manual_seed(step)],
-            reference,
-        )
-    kept = reference is None or all(
-        torch.equal(start[k], v) for k, v in reference.state_dict().items()
-    )
-    return torch.cat([p.detach().flatten() for p in model.parameters()]), kept
+        problems = [rewards.make_problems(cfg.prompts, step, "train")]
+        gens = [torch.Generator().manual_seed(step)]
+        na.rl_step(model, opt_, problems, cfg, ["aspo"], gens, reference)
+    same = reference is None or all(torch.equal(kept[k], v) for k, v in reference.state_dict().items())
+    return torch.cat([p.detach().flatten() for p in model.parameters()]), same
 
 
 def test_kl_term_is_zero_on_policy_and_pulls_back_off_policy(monkeypatch):
@@ -53,8 +41,10 @@ def test_kl_term_is_zero_on_policy_and_pulls_back_off_policy(monkeypatch):
     plain, _ = _kl_run(monkeypatch, 0.0, minibatches=1, epochs=1)
     with_kl, kept = _kl_run(monkeypatch, 0.5, minibatches=1, epochs=1)
     assert kept and (with_kl - plain).abs().max() < 1e-6
-    # mu = 4 over two steps: the policy leaves the start, the KL term acts, and the reference stays
-    # put
+    # ... but a reference other than the policy pulls on that same update: the term reads it
+    other, kept = _kl_run(monkeypatch, 0.5, reference_seed=1, minibatches=1, epochs=1)
+    assert kept and (other - plain).abs().max() > 1e-4
+    # mu = 4 over two steps: the policy leaves the start, the KL term acts, the reference stays put
     plain, _ = _kl_run(monkeypatch, 0.0, steps=2)
     with_kl, kept = _kl_run(monkeypatch, 0.5, steps=2)
     assert kept and (with_kl - plain).abs().max() > 1e-4
