@@ -219,8 +219,13 @@ def summary_lines(start: dict, runs: list[dict], summary: dict, k: int) -> list[
                          f"{v['below08_pos']:.3f}  weight grpo {v['w_grpo_below08_pos']:.2f} "
                          f"aspo {v['w_aspo_below08_pos']:.2f}")
     if summary["comparison"]:
+        seeds = min(len(c["seeds"]) for c in summary["comparison"])
         lines.append("paired differences (final held-out; mean, 95% t interval over seeds, seeds in "
-                     "favour; one seed has no interval: use --seeds 0,1,...,7):")
+                     "favour" + ("; one seed has no interval: use --seeds 0,1,...,7" if seeds < 2
+                                 else "") + "):")
+        if seeds < 16:  # the demo's few seeds: its intervals may well include 0
+            lines.append(f"  ({seeds} seeds: an interval that includes 0 says only that {seeds} "
+                         "seeds cannot tell; README Results has the 32-seed comparison)")
     lines += ["  " + paired_line(c, k, interval="t95") for c in summary["comparison"]]
     for c in summary["outcomes_paired"]:
         if c["seeds"]:

@@ -110,6 +110,12 @@ def main(argv=None):
             cached = tps
     print(f"KV cache speed-up: {cached / tps:.2f}x")
 
+    # the verifier on completions far longer than a policy writes (tests/test_verifier.py: the scores)
+    p = problems[0]
+    huge = ["c" + "5" * 1_000_000, p.answer * 100_000, " " * 100_000 + p.answer + "\n" * 100_000]
+    sec, _ = timed(lambda: [na.score(p, text) for text in huge], 5)
+    print(f"verifier: three completions of 0.2-1 M characters scored in {sec * 1e3:.1f} ms")
+
     rng = random.Random(0)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.pretrain_lr)
 

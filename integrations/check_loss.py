@@ -93,9 +93,17 @@ def weight_table(method: str, eps_low: float, eps_high: float, clip_c: float) ->
     clip = {"eps_low": eps_low, "eps_high": eps_high, "clip_c": clip_c}
     units = {}
     for sign in (1.0, -1.0):
+        side = f"A {'>' if sign > 0 else '<'} 0"
+        # a loss that is nan or inf at r = 1 has no weight anywhere: one line, not rows of "w = nan"
+        advantages = torch.full((2,), sign, dtype=torch.float64)
+        loss, _ = na.policy_loss(method, OLD_LOGP, OLD_LOGP, advantages, MASK, **clip)
+        if not torch.isfinite(loss):
+            raise ValueError(f"it returned a loss of {loss.item()} at r = 1 for {side}")
         units[sign] = probe_weights(method, torch.ones_like(OLD_LOGP), sign, clip)
+        if not torch.isfinite(units[sign][MASK > 0]).all():
+            raise ValueError(f"its gradient at r = 1 is not finite for {side}")
         if (units[sign][MASK > 0] == 0).any():
-            raise ValueError(f"its gradient at r = 1 is zero for A {'>' if sign > 0 else '<'} 0, so there is no "
+            raise ValueError(f"its gradient at r = 1 is zero for {side}, so there is no "
                              "weight to compare (a detached or constant loss on that side?)")
     return [(b, [(probe_weights(method, probe, b.sign, clip)[b.token] / units[b.sign][b.unit]).item() for probe in b.probes])
             for b in branches(eps_low, eps_high, clip_c)]
@@ -161,7 +169,7 @@ def plot(spec, reference, path, clip):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from experiments.plot import plot_weights
+    from integrations.weight_figure import plot_weights
     plot_weights(path, plt, **clip, methods=tuple(dict.fromkeys((spec, reference))))
 
 

@@ -143,11 +143,13 @@ def call_verl_loss(fn, logp, old_logp, advantages, mask, eps_low=0.2, eps_high=0
 @functools.lru_cache(maxsize=None)  # loaded and tried once per run (failures are not cached)
 def user_loss(spec: str):
     """The loss of 'FILE.py:FUNCTION' as a function (logp, old_logp, advantages, mask, eps_low, eps_high,
-    clip_c) -> scalar loss, tried once on a one-token batch so that a broken loss stops before pretraining.
-    ValueError (one line) otherwise."""
+    clip_c) -> scalar loss, tried once on a small batch so that a broken loss stops before
+    pretraining: several rows (a loss per row instead of one scalar shows only there), both signs
+    of A and a padding token. ValueError (one line) otherwise."""
     fn = load_verl_loss(spec)
-    logp = torch.zeros(1, 2, requires_grad=True)
-    call_verl_loss(fn, logp, logp.detach(), torch.ones(1), torch.ones(1, 2))
+    logp = torch.zeros(3, 2, requires_grad=True)
+    mask = torch.tensor([[1.0, 1.0], [1.0, 1.0], [1.0, 0.0]])
+    call_verl_loss(fn, logp, logp.detach(), torch.tensor([1.0, -1.0, 0.5]), mask)
     return functools.partial(call_verl_loss, fn)
 
 

@@ -26,10 +26,29 @@ def tiny_args():
     return list(TINY_ARGS)
 
 
+def under_ci() -> bool:
+    """CI=true, as .ci/run and most CI services set it."""
+    return os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "slow: minutes of CPU; run under CI or with RUN_SLOW=1")
+
+
+def pytest_collection_modifyitems(config, items):
+    # the slow tests (a reduced pretraining, minutes on a shared core) run in CI, or where asked for
+    if under_ci() or os.environ.get("RUN_SLOW"):
+        return
+    skip = pytest.mark.skip(reason="slow: CI runs it (or set RUN_SLOW=1)")
+    for item in items:
+        if "slow" in item.keywords:
+            item.add_marker(skip)
+
+
 def require(module: str, what: str):
     """module, imported, for the tests of a real trainer (integrations/requirements.txt installs them). Without it
     the test skips, with a reason the summary shows; in CI (CI=true, as .ci/run and most CI services set it) it
     must be there, so a missing trainer fails instead of passing silently."""
-    if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
+    if under_ci():
         return importlib.import_module(module)
     return pytest.importorskip(module, reason=f"{what} needs {module}: install it as .ci/run does")

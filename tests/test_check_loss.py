@@ -1,5 +1,6 @@
 """integrations/check_loss.py (the per-token weight checker) on the built-in methods, the verl plugin and the
 broken examples integrations/broken_aspo.py; bad input is one line and exit 2."""
+import ast
 import importlib.util
 import itertools
 import json
@@ -11,7 +12,7 @@ import torch
 
 from integrations import check_loss
 import nano_aspo as na
-from conftest import ROOT
+from conftest import ROOT, require
 
 PLUGIN = f"{ROOT / 'integrations' / 'verl_aspo.py'}:compute_policy_loss_aspo"
 BROKEN = ROOT / "integrations" / "broken_aspo.py"
@@ -117,6 +118,14 @@ GOOD_HEADER = "import torch\n\ndef fn(old_log_prob, log_prob, advantages, respon
     (GOOD_HEADER.format(extra="") + "    return -(advantages * log_prob)\n", ["{path}:fn"], "not a scalar loss"),
     (GOOD_HEADER.format(extra="") + "    return 'loss'\n", ["{path}:fn"], "not a scalar loss"),
     (GOOD_HEADER.format(extra="") + "    return torch.tensor(1.0)\n", ["{path}:fn"], "no gradient"),
+    (GOOD_HEADER.format(extra="") + "    return (log_prob * float('nan')).sum()\n", ["{path}:fn"],
+     "it returned a loss of nan at r = 1 for A > 0"),
+    (GOOD_HEADER.format(extra="") + "    return -(advantages * log_prob).sum(-1)\n", ["{path}:fn"],
+     "shape (3,), not a scalar loss"),  # one loss per row (user_loss tries 3 rows)
+    # a finite loss with a nan gradient: the branch torch.where leaves out backpropagates 0 * nan
+    (GOOD_HEADER.format(extra="") + "    x = (-log_prob - 1).sqrt()\n"
+     "    return torch.where(log_prob < 1, log_prob, x).sum()\n",
+     ["{path}:fn"], "its gradient at r = 1 is not finite for A > 0"),
     (GOOD_HEADER.format(extra="") + "    return (log_prob * 0).sum() + log_prob.sum().detach()\n", ["{path}:fn"],
      "gradient at r = 1 is zero"),
     (GOOD_HEADER.format(extra=", beta") + "    return log_prob.sum()\n", ["{path}:fn"], "'beta'"),
@@ -146,7 +155,17 @@ def test_other_required_mask_parameters_get_an_all_true_mask(capsys, tmp_path):
     assert "A > 0, 1+eps_high <= r < c: w = r, grpo expects 0" in mismatch_lines(out)
 
 
+def test_integrations_import_nothing_of_experiments():
+    # integrations/ is what a user copies into a trainer: experiments/ may use it, not the reverse
+    for path in (ROOT / "integrations").glob("*.py"):
+        nodes = ast.walk(ast.parse(path.read_text()))
+        imported = [n for node in nodes if isinstance(node, (ast.Import, ast.ImportFrom))
+                    for n in ([node.module or ""] if isinstance(node, ast.ImportFrom)
+                              else [a.name for a in node.names])]
+        assert not [n for n in imported if n.split(".")[0] == "experiments"], path.name
+
+
 def test_plot_draws_a_png(capsys, tmp_path):
-    pytest.importorskip("matplotlib")
+    require("matplotlib", "check_loss --plot")
     rc, out, _ = run(capsys, "aspo", "--plot", tmp_path / "w.png")
     assert rc == 0 and (tmp_path / "w.png").stat().st_size > 10_000

@@ -1,12 +1,14 @@
-"""experiments/plot.py: the weight figure's w(r) against the hand table, colors, and the three figures of
-its command line (each beside the run it draws unless --out-dir names another folder)."""
+"""integrations/weight_figure.py (the weight figure's w(r) against the hand table, colors) and
+experiments/plot.py (the three figures of its command line, each beside the run it draws unless
+--out-dir names another folder)."""
 import shutil
 
 import pytest
 import torch
 
-from conftest import ROOT
+from conftest import ROOT, require
 from experiments import plot
+from integrations import weight_figure
 from test_losses import C, EPS_HIGH, EPS_LOW, HAND, RATIOS
 
 
@@ -18,7 +20,7 @@ from test_losses import C, EPS_HIGH, EPS_LOW, HAND, RATIOS
     ("nois", 1, 0.5, 1.0), ("nois", 1, 2.0, 0.0), ("nois", -1, 2.0, 1.0), ("nois", -1, 4.0, 0.0),
 ])
 def test_weights_known_values(method, sign, r, want):
-    w = plot.weights(method, torch.tensor([r], dtype=torch.float64), float(sign))
+    w = weight_figure.weights(method, torch.tensor([r], dtype=torch.float64), float(sign))
     assert w.shape == (1,)
     assert w.item() == pytest.approx(want, rel=1e-6, abs=1e-9)
 
@@ -26,21 +28,28 @@ def test_weights_known_values(method, sign, r, want):
 def test_weights_match_the_whole_table():
     rs = torch.tensor(list(RATIOS.values()), dtype=torch.float64)
     for (method, sign), ws in HAND.items():
-        got = plot.weights(method, rs, float(sign), eps_low=EPS_LOW, eps_high=EPS_HIGH, clip_c=C)
+        got = weight_figure.weights(method, rs, float(sign), eps_low=EPS_LOW, eps_high=EPS_HIGH,
+                                    clip_c=C)
         torch.testing.assert_close(got, torch.tensor(ws, dtype=torch.float64), atol=1e-9, rtol=1e-6)
     # the clip constants are passed through: with c = 5, aspo's positive weight at r = 0.25 is 1/r = 4, not c
-    assert plot.weights("aspo", torch.tensor([0.25]), 1.0, clip_c=5.0).item() == pytest.approx(4.0)
-    assert plot.weights("aspo", torch.tensor([0.25]), 1.0, clip_c=3.0).item() == pytest.approx(3.0)
+    for c, w in ((5.0, 4.0), (3.0, 3.0)):
+        got = weight_figure.weights("aspo", torch.tensor([0.25]), 1.0, clip_c=c)
+        assert got.item() == pytest.approx(w)
 
 
 def test_colors_any_method_name():
-    assert plot.color("aspo") == "tab:blue" and plot.color("grpo") == "tab:red"
-    spec = "my/file.py:fn"
-    assert plot.color(spec) in plot.MORE_COLORS and plot.color(spec) == plot.color(spec)
+    assert weight_figure.color("aspo") == "tab:blue" and weight_figure.color("grpo") == "tab:red"
+    # any other name: a color fixed by the name alone, the same in every process (pinned here, so a
+    # colour from Python's per-process salted hash() fails), and different names spread over the
+    # palette
+    names = ("my/file.py:fn", "posmean", "aspo-ref", "a.py:b")
+    assert {name: weight_figure.color(name) for name in names} == {
+        "my/file.py:fn": "black", "posmean": "tab:orange", "aspo-ref": "tab:purple",
+        "a.py:b": "tab:brown"}
 
 
 def test_main_draws_each_figure_beside_its_run_or_in_out_dir(tmp_path, capsys):
-    pytest.importorskip("matplotlib")
+    require("matplotlib", "drawing the figures")
     run = tmp_path / "run"
     run.mkdir()
     shutil.copy(ROOT / "experiments" / "runs" / "demo" / "metrics.jsonl", run)
@@ -55,7 +64,7 @@ def test_main_errors(tmp_path, capsys):
     with pytest.raises(SystemExit):
         plot.main([])  # nothing to draw
     assert "nothing to draw" in capsys.readouterr().err
-    pytest.importorskip("matplotlib")
+    require("matplotlib", "drawing the figures")
     assert plot.main(["--tradeoff", str(tmp_path)]) == 1  # no finished runs: one line, exit 1
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("plot.py: error: ") and "no finished runs" in err[0]

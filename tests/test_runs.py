@@ -27,9 +27,14 @@ def test_tradeoff_suite_end_to_end_is_resumable_and_reports(tmp_path, tiny_args,
         assert r["seed"] == 4 and r["method"].split("@")[0] in ("grpo", "aspo")
     ckpt_start = json.loads((tmp_path / "ckpt-start" / "summary.json").read_text())
     assert ckpt_start["config"]["steps"] == 0 and ckpt_start["runs"] == []  # not the --steps 2 after --
-    # another setting after -- is another experiment: nothing is skipped
-    assert runs.main(argv + ["--eval-samples", "3"]) == 0
-    assert capsys.readouterr().out.count("done ") == 4
+    # another setting after -- is another experiment: no run counts as finished for it (it goes
+    # first in every run's flags, as the flags after -- do), so each would rerun
+    folders = [tmp_path / "ckpt-start", *(tmp_path / "tradeoff").glob("lr*")]
+    assert len(folders) == 4
+    for folder in folders:
+        flags = json.loads((folder / "argv.json").read_text())
+        assert runs.finished(folder, flags)
+        assert not runs.finished(folder, ["--eval-samples", "3", *flags])
 
 
 def test_bad_arguments_are_one_line_errors(tmp_path, capsys):

@@ -86,6 +86,21 @@ def test_a_bad_user_method_is_a_one_line_error_before_any_work(tmp_path, capsys)
     assert na.parse_config(["--methods", f"grpo,{PLUGIN}"]).method_list == ["grpo", PLUGIN]
 
 
+@pytest.mark.parametrize("body,says", [
+    # one loss per completion: a scalar on the one-row batch validation used to try
+    ("    return -(advantages * log_prob * response_mask).sum(-1)\n",
+     "it returned a tensor of shape (3,), not a scalar loss"),
+    # a loss that breaks on the negative side only
+    ("    assert (advantages >= 0).all(), 'negative'\n    return -(advantages * log_prob).mean()\n",
+     "it raised AssertionError: negative"),
+])
+def test_user_loss_is_tried_on_several_rows_and_both_signs(tmp_path, body, says):
+    path = write(tmp_path, GOOD_HEADER.format(extra="") + body)
+    want = f"^--methods {re.escape(str(path))}:fn: {re.escape(says)}$"
+    with pytest.raises(ValueError, match=want):
+        na.parse_config(["--methods", f"{path}:fn"])
+
+
 def test_main_trains_a_user_loss_beside_the_builtins(tmp_path, tiny_args, monkeypatch):
     _alternating_score(monkeypatch)  # every group half right: both signs of A, every token has a weight
     out = tmp_path / "run"

@@ -2,7 +2,6 @@
 against an independent oracle: never raises, never evaluates text, never rewards a wrong answer."""
 import builtins
 import random
-import time
 
 import pytest
 
@@ -55,24 +54,23 @@ def test_score_non_problem_is_zero():
     assert score("407+038=", "c544") == 0.0
 
 
-def test_huge_completion_is_zero_and_fast():
-    t0 = time.perf_counter()
+def test_huge_completion_is_scored_like_any_other():
+    # how fast: experiments/bench.py's "verifier" line
     assert score(C407, "c" + "5" * 1_000_000) == 0.0
     assert score(C407, "c544" * 100_000) == 0.0
     assert score(C407, " " * 100_000 + "c544" + "\n" * 100_000) == 1.0
-    assert time.perf_counter() - t0 < 0.5
 
 
 def oracle(problem, text):
     """Independent statement of the rule, from the prompt alone: stripped of ' ' and '\\n', the text is
     'c' or 'n' followed by the decimal sum of the prompt's numbers, reversed."""
     digits = str(sum(int(x) for x in problem.prompt.rstrip("=").split("+")))[::-1]
-    t = text
-    while t[:1] in (" ", "\n") and t:
-        t = t[1:]
-    while t[-1:] in (" ", "\n") and t:
-        t = t[:-1]
-    return 1.0 if t in ("c" + digits, "n" + digits) else 0.0
+    first, end = 0, len(text)  # one pass from each end (not str.strip, which the verifier may use)
+    while first < end and text[first] in " \n":
+        first += 1
+    while end > first and text[end - 1] in " \n":
+        end -= 1
+    return 1.0 if text[first:end] in ("c" + digits, "n" + digits) else 0.0
 
 
 def fuzz_string(rng, problem, kind):
