@@ -79,6 +79,10 @@ def run_all(jobs: list[tuple[list[str], Path, int]], parallel: int):
             print(line, flush=True)
 
 
+# the suites of phases 4-6 are on-policy: the demo's default lags (0 and 8) would add stale runs
+ON_POLICY = ["--rollout-lag", "0"]
+
+
 def rl_jobs(suite: str, methods, fractions, lr0: float, args, extra) -> list:
     """One process per learning rate, training all its (method, seed) runs as one batched model
     (nano_aspo.py's batched path), into <root>/<suite>/lr<lr>/."""
@@ -87,7 +91,8 @@ def rl_jobs(suite: str, methods, fractions, lr0: float, args, extra) -> list:
     # (the suite's own flags come last: they win over the same flags after --)
     run_all([([*extra, "--steps", "0", "--ckpt-dir", str(ckpt)], args.root / "ckpt-start", 1)], 1)
     seeds = ",".join(map(str, args.seeds))
-    return [([*extra, "--seeds", seeds, "--methods", ",".join(methods), "--ckpt-dir", str(ckpt), "--lr", f"{lr0 / f:g}"],
+    return [([*extra, *ON_POLICY, "--seeds", seeds, "--methods", ",".join(methods), "--ckpt-dir", str(ckpt),
+              "--lr", f"{lr0 / f:g}"],
              args.root / suite / f"lr{lr0 / f:g}", 1) for f in fractions]
 
 
@@ -196,7 +201,7 @@ def report_rl(root: Path, suite: str, lr0: float) -> list[str]:
     return lines
 
 
-LOCKIN_FLAGS = ["--eps-high", "0.2", "--easy-share", "0.99"]  # the lock-in regime (experiments/README.md phase 6)
+LOCKIN_FLAGS = ["--eps-high", "0.2", "--easy-share", "0.99", *ON_POLICY]  # the lock-in regime (phase 6)
 LOCKIN_CONTROLS = {"kl005": ["--kl-coef", "0.05"], "lr5e-5": ["--lr", "5e-5"]}  # positive controls, on grpo
 
 

@@ -18,7 +18,8 @@ torch.set_num_threads(1)
 TINY_ARGS = ["--device", "cpu", "--n-layer", "1", "--n-embd", "16", "--n-head", "2",
              "--pretrain-steps", "5", "--pretrain-batch", "16", "--train-problems", "200",
              "--eval-problems", "8", "--curve-problems", "4", "--eval-samples", "4", "--k", "2",
-             "--prompts", "4", "--group", "4", "--minibatches", "2", "--epochs", "2", "--log-every", "1"]
+             "--prompts", "4", "--group", "4", "--minibatches", "2", "--epochs", "2", "--log-every", "1",
+             "--seeds", "0", "--rollout-lag", "0"]
 
 
 @pytest.fixture
