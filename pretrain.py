@@ -10,6 +10,7 @@ so the start is the same on every machine; it was made by, and is only ever rewr
 
 Other settings, or nano_aspo.py --pretrain, pretrain here and cache the start (load_start).
 """
+import argparse
 import dataclasses
 import hashlib
 import json
@@ -164,12 +165,14 @@ def load_start(cfg: Config, device, log=print) -> tuple[GPT, Path, float]:
     return model, path, time.time() - t0
 
 
-def rebuild(argv=None) -> int:
+def main(argv=None) -> int:
     """python pretrain.py --rebuild: pretrain the default start on REBUILD_THREADS threads and write
     it over assets/start.pt with its key. The only command that writes the shipped file."""
-    if argv != ["--rebuild"]:
-        print(f"usage: {REBUILD}   (rewrites {SHIPPED.name}; other starts: nano_aspo.py --pretrain)",
-              file=sys.stderr)
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--rebuild", action="store_true", help=f"rewrite {SHIPPED.name} (other "
+                        "starts: python nano_aspo.py --pretrain, or other pretraining flags)")
+    if not parser.parse_args(argv).rebuild:
+        parser.print_usage(sys.stderr)
         return 2
     torch.set_num_threads(REBUILD_THREADS)
     cfg = Config()
@@ -178,9 +181,9 @@ def rebuild(argv=None) -> int:
     t0 = time.time()
     model = pretrain(cfg, torch.device("cpu"))
     save_checkpoint(SHIPPED, model, pretrain_key(cfg))
-    print(f"wrote {SHIPPED} in {time.time() - t0:.0f}s on {REBUILD_THREADS} threads")
+    print(f"wrote {SHIPPED} in {time.time() - t0:.0f}s on {REBUILD_THREADS} thread(s)")
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(rebuild(sys.argv[1:]))
+    sys.exit(main())

@@ -37,8 +37,6 @@ def refuse(tmp_path, tiny_args, capsys, monkeypatch):
     (["--shortcut-noise", "1"], "--shortcut-noise"),
     (["--careful-noise", "-0.1"], "--careful-noise"),
     (["--careful-share", "1.5"], "--careful-share"),
-    (["--careful-share-start", "-1"], "--careful-share-start"),
-    (["--careful-anneal", "2"], "--careful-anneal"),
     (["--max-members", "0"], "--max-members"),
     (["--eval-every", "0"], "--eval-every"),
     (["--eval-problems", "0"], "--eval-problems"),
