@@ -64,8 +64,8 @@ class Config:
     eps_high: float = flag(0.28, "upper clip range (clip-higher): r above 1 + eps_high (§4)")
     clip_c: float = flag(3.0, "dual-clip constant c (§4 hard, §5 soft)")
     # stale rollouts (asynchronous RL, ASPO.md §12)
-    rollout_lag: str = flag("0,8", "comma-separated lags L: the batch of RL step t is sampled by the "
-                            "weights after step t-1-L (the start while t <= L+1); 0 is on-policy. "
+    rollout_lag: str = flag("0,8", "comma-separated lags L: the batch of RL step t is sampled by "
+                            "the weights after step t-1-L (the start while t <= L+1); 0 is on-policy. "
                             "Every (method, lag, seed) is one run, paired by seed within a lag")
     ratio_anchor: str = flag("sampler", "which log-probs anchor the ratio (§12): sampler (r = "
                              "pi_theta / pi_behaviour) or decoupled (u = pi_theta / pi_prox times "

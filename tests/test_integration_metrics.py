@@ -11,7 +11,7 @@ import torch
 
 from conftest import ROOT
 from integrations.user_loss import VerlConfig
-from test_trl_aspo import trl_aspo  # noqa: F401 (the fixture: integrations/trl_aspo.py inside TRL)
+from test_trl_aspo import trl_aspo  # noqa: F401, F811 (the fixture: integrations/trl_aspo.py inside TRL)
 
 EPS_LOW, EPS_HIGH, CLIP_C = 0.2, 0.28, 3.0
 # (advantage, ratios, mask) per completion; every region has its own count, so that two metrics
@@ -79,7 +79,7 @@ def test_verl_plugin_clip_fractions_and_kl_by_value():
     )
 
 
-def test_trl_trainer_weights_and_clip_metrics_by_value(trl_aspo):
+def test_trl_trainer_weights_and_clip_metrics_by_value(trl_aspo):  # noqa: F811
     # the method TRL's _compute_loss calls for the weights, on a trainer reduced to what it reads:
     # the clip settings, TRL's metric store, and an accelerator of one process (reduce = identity)
     trainer = types.SimpleNamespace(
