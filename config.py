@@ -65,8 +65,8 @@ class Config:
     clip_c: float = flag(3.0, "dual-clip constant c (§4 hard, §5 soft)")
     # stale rollouts (asynchronous RL, ASPO.md §12)
     rollout_lag: str = flag("0,8", "comma-separated lags L: the batch of RL step t is sampled by "
-                            "the weights after step t-1-L (the start while t <= L+1); 0: on-policy. "
-                            "Every (method, lag, seed) is one run, paired by seed within a lag")
+                            "the weights after step t-1-L (the start while t <= L+1); 0: on-policy "
+                            "(every (method, lag, seed) is one run, paired by seed within a lag)")
     ratio_anchor: str = flag("sampler", "which log-probs anchor the ratio (§12): sampler (r = "
                              "pi_theta / pi_behaviour) or decoupled (u = pi_theta / pi_prox times "
                              "a detached behaviour weight pi_prox / pi_behaviour, truncated)")
