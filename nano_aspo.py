@@ -198,7 +198,7 @@ def ratio_metrics(ratio, A, mask, eps_low, eps_high, clip_c, w_b) -> dict:
                   f"ratio_max_{name}": torch.where(tokens, ratio, -math.inf).amax(dims)
                   .where(n > 0, math.nan)})
     low = valid & (A > 0) & (ratio < 0.8)  # grpo's weight is r there, aspo's 1/r (c below 1/c)
-    for name, w in (("grpo", ratio), ("aspo", (1 / ratio).clamp(max=clip_c))):
+    for name, w in (("grpo", ratio), ("aspo", (1 / ratio).clamp(max=clip_c))) if low.any() else ():
         m[f"w_{name}_below08_pos"] = torch.where(low, w_b * w, 0).sum(dims) / low.sum(dims)
     return {key: v.tolist() for key, v in m.items()}
 
@@ -483,7 +483,7 @@ def train_rl(start_state, cfg: Config, runs: list[dict], device, train_pool, tes
             timings[key] += v
         for run, m in zip(runs, ms):
             for key, values in run["stale"].items():
-                values += [m[key]] if m.get(key) is not None else []
+                values += [m[key]] if m.get(key) is not None and m[key] == m[key] else []  # not nan
         for run, m in zip(runs, ms):
             if "error" in m and "error" not in run:  # only this run stops; the others go on
                 run["error"] = (f"{stats.label(run)} seed {run['seed']}: {m['error']} at step "

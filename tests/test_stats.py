@@ -78,10 +78,10 @@ def test_paired_line_and_start_and_summary_lines():
     line = stats.start_line(start, 4)
     assert line.startswith("start (held-out, 8 problems): pass@1 0.500 +- 0.100") and "pass@4 0.750" in line
     runs = [{"method": m, "seed": 0, "final": start | {"pass@1": p}} for m, p in (("grpo", 0.5), ("aspo", 0.6))]
-    lines = stats.summary_lines(start, runs, stats.paired_comparison(runs), 4)
+    lines = stats.summary_lines(start, runs, stats.compare(runs), 4)
     assert lines[0] == line and lines[2].startswith("grpo") and lines[3].startswith("aspo")
     assert "  aspo - grpo, pass@1: +0.100 (no interval), 1/1 seeds > 0" in lines
-    assert stats.summary_lines(start, [], [], 4) == [line]
+    assert stats.summary_lines(start, [], stats.compare([]), 4) == [line]
 
 
 def test_bootstrap_se_and_ci():

@@ -96,9 +96,11 @@ def test_a_bad_user_method_is_a_one_line_error_before_any_work(tmp_path, capsys)
 ])
 def test_user_loss_is_tried_on_several_rows_and_both_signs(tmp_path, body, says):
     path = write(tmp_path, GOOD_HEADER.format(extra="") + body)
-    want = f"^--methods {re.escape(str(path))}:fn: {re.escape(says)}$"
-    with pytest.raises(ValueError, match=want):
-        na.parse_config(["--methods", f"{path}:fn"])
+    want = f"^{re.escape(str(path))}:fn: {re.escape(says)}$"
+    registry = {}
+    with pytest.raises(ValueError, match=want):  # what main prints after "--methods "
+        register_user_loss(f"{path}:fn", registry)
+    assert registry == {}
 
 
 def test_main_trains_a_user_loss_beside_the_builtins(tmp_path, tiny_args, monkeypatch):
