@@ -436,21 +436,21 @@ def eval_seed(seed: int) -> int:
 
 
 def console_line(label, seed, step, m, k) -> str:
-    ev = (f"pass@1 {m['eval_pass@1']:.3f}+-{m['eval_pass@1_se']:.3f} pass@{k} "
+    ev = (f" | pass@1 {m['eval_pass@1']:.3f}+-{m['eval_pass@1_se']:.3f} pass@{k} "
           f"{m[f'eval_pass@{k}']:.3f}+-{m[f'eval_pass@{k}_se']:.3f} ent {m['eval_entropy']:.3f}"
           + (f" careful(hard) {m['eval_careful_hard']:.2f}" if "eval_careful_hard" in m else "")
           if "eval_pass@1" in m else "")
-    return (f"{label:4s} s{seed:<3d} step {step:4d} | reward {m['reward']:.3f} ent "
+    return (f"{label:7s} s{seed:<3d} step {step:4d} | reward {m['reward']:.3f} ent "
             f"{m['entropy']:.3f} dead {m['dead_groups']:.2f} |log r| "
             f"{m.get('abs_log_ratio', 0):.3f} clip+ {m.get('clip_high_pos', 0):.3f} dual+ "
-            f"{m.get('clip_dual_pos', 0):.3f} drift {m['drift']:.4f} ess {m['ess']:.2f} | {ev}")
+            f"{m.get('clip_dual_pos', 0):.3f} drift {m['drift']:.4f} ess {m['ess']:.2f}{ev}")
 
 
 def show_samples(method, samples):
     """A few held-out prompts, each with the teacher's answer and 8 of the policy's completions."""
     for problem, outs in samples:
         marks = " ".join(f"{o or '∅'}{'✓' if score(problem, o) else '✗'}" for o in outs)
-        print(f"      {method:4s} {problem.prompt}{problem.answer:<8s} -> {marks}")
+        print(f"      {method:7s} {problem.prompt}{problem.answer:<8s} -> {marks}")
 
 
 def train_rl(start_state, cfg: Config, runs: list[dict], device, train_pool, test_set, log_file):

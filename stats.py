@@ -225,7 +225,7 @@ def summary_lines(start: dict, runs: list[dict], summary: dict, k: int) -> list[
                                  else "") + "):")
         if seeds < 16:  # the demo's few seeds: its intervals may well include 0
             lines.append(f"  ({seeds} seeds: an interval that includes 0 says only that {seeds} "
-                         "seeds cannot tell; README Results has the 32-seed comparison)")
+                         "seeds cannot tell; README Results has 16 seeds)")
     lines += ["  " + paired_line(c, k, interval="t95") for c in summary["comparison"]]
     for c in summary["outcomes_paired"]:
         if c["seeds"]:
