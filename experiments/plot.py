@@ -19,8 +19,12 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository: nano_aspo.py and its modules
 from experiments.results import label_order, load_suite, read_metrics  # noqa: E402
 from integrations.weight_figure import color, plot_weights  # noqa: E402 (check_loss --plot's too)
+import stats  # noqa: E402 (the core's: an arm's label)
 
 def plot_curves(metrics: list[Path], path: Path, plt):
+    """One panel per metric, one line per arm (method and lag; dashed where the rollouts are stale,
+    §12): the mean over seeds at each logged step, the band min..max. A panel skips an arm without
+    that metric (older runs, or a metric only some runs write)."""
     rows = read_metrics(metrics)
     k = next(key for key in rows[-1] if key.startswith("eval_pass@") and key != "eval_pass@1")
     panels = [("entropy", "policy entropy (nats/token, own samples)"),
@@ -28,19 +32,24 @@ def plot_curves(metrics: list[Path], path: Path, plt):
               (k, f"held-out pass@{k.split('@')[1]}"),
               ("dead_groups", "share of dead groups (train batch)"),
               ("eval_careful_hard", "careful strategy's share on hard held-out problems"),
-              ("cov_logp_adv_pos", "Cov(log pi, A) of positive tokens (train batch)")]
+              ("drift", "staleness: drift E[(log pi_prox/pi_behaviour)^2] (§12)")]
     fig, axes = plt.subplots(2, 3, figsize=(15, 7.5))
     for ax, (key, label) in zip(axes.flat, panels):
-        for method in dict.fromkeys(r["method"] for r in rows):
+        for method, lag in dict.fromkeys((r["method"], r.get("lag", 0)) for r in rows):
             by_step = {}
             for r in rows:
-                if r["method"] == method and key in r:
+                if (r["method"], r.get("lag", 0)) == (method, lag) and key in r:
                     by_step.setdefault(r["step"], []).append(r[key])
+            if not by_step:
+                continue
             steps = sorted(by_step)
             vals = [by_step[s] for s in steps]
             mean = [sum(v) / len(v) for v in vals]
-            ax.plot(steps, mean, color=color(method), lw=2, label=f"{method} (mean of {len(vals[-1])} seeds)")
-            ax.fill_between(steps, [min(v) for v in vals], [max(v) for v in vals], color=color(method), alpha=0.2)
+            arm = stats.label({"method": method, "lag": lag})
+            ax.plot(steps, mean, color=color(method), lw=2, ls="--" if lag else "-",
+                    label=f"{arm} (mean of {len(vals[-1])} seeds)")
+            ax.fill_between(steps, [min(v) for v in vals], [max(v) for v in vals],
+                            color=color(method), alpha=0.2)
         ax.set_xlabel("RL step")
         ax.set_title(label)
         ax.grid(alpha=0.3)
