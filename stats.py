@@ -223,9 +223,9 @@ def summary_lines(start: dict, runs: list[dict], summary: dict, k: int) -> list[
         lines.append("paired differences (final held-out; mean, 95% t interval over seeds, seeds in "
                      "favour" + ("; one seed has no interval: use --seeds 0,1,...,7" if seeds < 2
                                  else "") + "):")
-        if seeds < 16:  # the demo's few seeds: its intervals may well include 0
+        if 2 <= seeds < 32:  # a few seeds: their intervals may well include 0
             lines.append(f"  ({seeds} seeds: an interval that includes 0 says only that {seeds} "
-                         "seeds cannot tell; README Results has 16 seeds)")
+                         "seeds cannot tell; README Results has 32 seeds)")
     lines += ["  " + paired_line(c, k, interval="t95") for c in summary["comparison"]]
     for c in summary["outcomes_paired"]:
         if c["seeds"]:

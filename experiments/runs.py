@@ -7,7 +7,7 @@ CPU best).
     python experiments/runs.py ladder      # nois, posmean, aspo-hardneg at lr0 on seeds 0-7 (grpo, aspo: from tradeoff)
     python experiments/runs.py all         # the three, then the report
     python experiments/runs.py lockin --seeds 0,...,31   # phase 6: grpo vs aspo-ref and the controls, lock-in regime
-    python experiments/runs.py stale --seeds 0,...,31 --lags 0,8 -- --epochs 1   # phase 7: stale rollouts
+    python experiments/runs.py stale --seeds 0,...,31 --lags 0,8   # phase 7: stale rollouts
     python experiments/runs.py report      # the tables of whatever has finished (also written to <root>/report.md)
     python experiments/runs.py tradeoff --seeds 100,101 --root experiments/runs-dev -- --steps 50   # dev seeds, any nano_aspo flag after --
 

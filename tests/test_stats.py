@@ -82,6 +82,12 @@ def test_paired_line_and_start_and_summary_lines():
     assert lines[0] == line and lines[2].startswith("grpo") and lines[3].startswith("aspo")
     assert "  aspo - grpo, pass@1: +0.100 (no interval), 1/1 seeds > 0" in lines
     assert stats.summary_lines(start, [], stats.compare([]), 4) == [line]
+    # one seed: the hint to run more seeds, and no "1 seeds" sentence about an interval it lacks
+    assert any("use --seeds 0,1,...,7" in ln for ln in lines)
+    assert not any("seeds cannot tell" in ln for ln in lines)
+    runs2 = runs + [dict(r, seed=1) for r in runs]
+    assert any(ln.startswith("  (2 seeds: an interval") for ln in
+               stats.summary_lines(start, runs2, stats.compare(runs2), 4))
 
 
 def test_bootstrap_se_and_ci():
