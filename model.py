@@ -26,7 +26,8 @@ class GPTConfig:
 
 
 class KVCache:
-    """Per-layer key/value buffers of shape (B, n_head, block_size, head_dim), filled left to right."""
+    """Per-layer key/value buffers of shape (B, n_head, block_size, head_dim), filled left to
+    right."""
 
     def __init__(self, config: GPTConfig, batch_size: int, device, dtype=torch.float32):
         shape = (batch_size, config.n_head, config.block_size, config.n_embd // config.n_head)
@@ -35,7 +36,8 @@ class KVCache:
         self.pos = 0  # number of positions already cached
 
     def update(self, layer: int, k: torch.Tensor, v: torch.Tensor):
-        """Store k, v (B, nh, T, hd) at the next positions; return all cached keys and values so far."""
+        """Store k, v (B, nh, T, hd) at the next positions; return all cached keys and values so
+        far."""
         start, end = self.pos, self.pos + k.size(2)
         self.k[layer][:, :, start:end] = k
         self.v[layer][:, :, start:end] = v
@@ -54,7 +56,8 @@ class CausalSelfAttention(nn.Module):
     def forward(self, x, cache=None):
         B, T, C = x.shape
         q, k, v = self.qkv(x).split(C, dim=2)
-        q, k, v = (t.view(B, T, self.n_head, C // self.n_head).transpose(1, 2) for t in (q, k, v))  # (B, nh, T, hd)
+        # (B, nh, T, hd)
+        q, k, v = (t.view(B, T, self.n_head, C // self.n_head).transpose(1, 2) for t in (q, k, v))
         if cache is None or cache.pos == 0:
             # no past: the ordinary causal mask over the T new positions
             if cache is not None:
@@ -65,7 +68,8 @@ class CausalSelfAttention(nn.Module):
             # a single new position sees everything, so it needs no mask (the common decode step)
             k, v = cache.update(self.layer, k, v)
             S = k.size(2)
-            mask = None if T == 1 else torch.ones(T, S, dtype=torch.bool, device=x.device).tril(diagonal=S - T)
+            mask = (None if T == 1 else
+                    torch.ones(T, S, dtype=torch.bool, device=x.device).tril(diagonal=S - T))
             y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
         y = y.transpose(1, 2).contiguous().view(B, T, C)
         return self.proj(y)
@@ -124,11 +128,13 @@ class GPT(nn.Module):
         return sum(p.numel() for p in self.parameters())
 
     def forward(self, idx: torch.Tensor, cache: KVCache | None = None) -> torch.Tensor:
-        """idx (B, T) token ids -> logits (B, T, vocab). With a cache, idx holds only the new tokens."""
+        """idx (B, T) token ids -> logits (B, T, vocab). With a cache, idx holds only the new
+        tokens."""
         B, T = idx.shape
         start = cache.pos if cache is not None else 0
         if start + T > self.config.block_size:
-            raise ValueError(f"sequence of {start + T} tokens exceeds block_size {self.config.block_size}")
+            raise ValueError(f"sequence of {start + T} tokens exceeds block_size "
+                             f"{self.config.block_size}")
         pos = torch.arange(start, start + T, device=idx.device)
         x = self.wte(idx) + self.wpe(pos)
         for block in self.blocks:
@@ -138,9 +144,10 @@ class GPT(nn.Module):
         return self.lm_head(self.ln_f(x))
 
 
-# --- checkpoints: a GPT's weights saved with the key of everything that made them --------------------------
+# --- checkpoints: a GPT's weights saved with the key of everything that made them -----------------
 def save_checkpoint(path, model: GPT, key: dict):
-    """Write {key, weights} to a temporary file, then rename it: a parallel run never reads half a file."""
+    """Write {key, weights} to a temporary file, then rename it: a parallel run never reads half a
+    file."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(f".{os.getpid()}.tmp")

@@ -6,12 +6,15 @@ import math
 
 import numpy as np
 
-# the final held-out metrics that every comparison reports (pass@k is stored under that name, whatever k)
-COMPARED = ("entropy", "pass@1", "pass@k", "distinct_correct", "hard_pass@1", "hard_pass@k", "careful_hard")
+# the final held-out metrics that every comparison reports (pass@k is stored under that name,
+# whatever k)
+COMPARED = ("entropy", "pass@1", "pass@k", "distinct_correct", "hard_pass@1", "hard_pass@k",
+            "careful_hard")
 
 
 def bootstrap_means(values, draws: int, seed: int = 0) -> np.ndarray:
-    """Means of `draws` resamples (with replacement) of `values`: the bootstrap distribution of the mean."""
+    """Means of `draws` resamples (with replacement) of `values`: the bootstrap distribution of the
+    mean."""
     x = np.asarray(values, dtype=float)
     return x[np.random.default_rng(seed).integers(0, len(x), size=(draws, len(x)))].mean(axis=1)
 
@@ -22,7 +25,8 @@ def bootstrap_se(values: list[float], seed: int = 0, draws: int = 1000) -> float
 
 
 def bootstrap_ci(diffs, draws: int = 10_000) -> list[float] | None:
-    """95% bootstrap percentile interval of the mean of per-seed differences (None below two seeds)."""
+    """95% bootstrap percentile interval of the mean of per-seed differences (None below two
+    seeds)."""
     if len(diffs) < 2:
         return None
     boot = bootstrap_means(diffs, draws)
@@ -35,10 +39,10 @@ def finals(runs: list[dict]) -> dict:
 
 
 def paired_comparison(runs: list[dict], baseline: str = "grpo") -> list[dict]:
-    """For every method run beside `baseline`: the final held-out metrics' differences method - baseline,
-    paired by seed (same checkpoint, prompts and evaluation draws), their mean, 95% intervals over
-    seeds (None with one seed): t (t95, §10) and bootstrap percentile (ci95), and wins = seeds with a
-    difference > 0."""
+    """For every method run beside `baseline`: the final held-out metrics' differences method -
+    baseline, paired by seed (same checkpoint, prompts and evaluation draws), their mean, 95%
+    intervals over seeds (None with one seed): t (t95, §10) and bootstrap percentile (ci95), and
+    wins = seeds with a difference > 0."""
     by = finals(runs)
     out = []
     for method in dict.fromkeys(r["method"] for r in runs):
@@ -50,27 +54,28 @@ def paired_comparison(runs: list[dict], baseline: str = "grpo") -> list[dict]:
                 continue
             diffs = np.array([by[method, s][metric] - by[baseline, s][metric] for s in seeds])
             out.append({"method": method, "baseline": baseline, "metric": metric, "seeds": seeds,
-                        "diffs": diffs.tolist(), "mean": float(diffs.mean()), "ci95": bootstrap_ci(diffs),
-                        "t95": t_interval(diffs), "wins": int((diffs > 0).sum())})
+                        "diffs": diffs.tolist(), "mean": float(diffs.mean()),
+                        "ci95": bootstrap_ci(diffs), "t95": t_interval(diffs),
+                        "wins": int((diffs > 0).sum())})
     return out
 
 
-# §10's once-per-seed outcome: a careful share on hard held-out problems near 0 means the policy locked onto
-# the shortcut (README); 0.2, fixed before the runs, draws that line (the start's share is 0.10: a run
-# escapes only by raising it)
+# §10's once-per-seed outcome: a careful share on hard held-out problems near 0 means the policy
+# locked onto the shortcut (README); 0.2, fixed before the runs, draws that line (the start's share
+# is 0.10: a run escapes only by raising it)
 LOCKIN_CAREFUL_HARD = 0.2
 
 
 def locked_in(final: dict) -> bool:
-    """Whether a run locked onto the shortcut (§10, §8's carry task): its final careful share on hard
-    held-out problems (final["careful_hard"], where only the careful strategy is right) is below
-    LOCKIN_CAREFUL_HARD."""
+    """Whether a run locked onto the shortcut (§10, §8's carry task): its final careful share on
+    hard held-out problems (final["careful_hard"], where only the careful strategy is right) is
+    below LOCKIN_CAREFUL_HARD."""
     return final["careful_hard"] < LOCKIN_CAREFUL_HARD
 
 
 def wilson_interval(successes: int, n: int, z: float = 1.96) -> tuple[float, float]:
-    """Wilson score interval of a share successes / n (§10: 4 of 8 gives about [0.22, 0.78]); unlike the
-    normal interval it stays inside [0, 1] and is not empty at 0 or n. (0, 1) for n = 0."""
+    """Wilson score interval of a share successes / n (§10: 4 of 8 gives about [0.22, 0.78]); unlike
+    the normal interval it stays inside [0, 1] and is not empty at 0 or n. (0, 1) for n = 0."""
     if n == 0:
         return 0.0, 1.0
     p, z2 = successes / n, z * z
@@ -80,8 +85,8 @@ def wilson_interval(successes: int, n: int, z: float = 1.96) -> tuple[float, flo
 
 
 def mcnemar_exact(b: int, c: int) -> float:
-    """Two-sided exact McNemar test (§10) on the discordant seeds of two arms, b one way and c the other:
-    under no difference each discordant seed goes either way with probability 1/2, so
+    """Two-sided exact McNemar test (§10) on the discordant seeds of two arms, b one way and c the
+    other: under no difference each discordant seed goes either way with probability 1/2, so
     p = min(1, 2 P(Binomial(b + c, 1/2) <= min(b, c))); 1 when there are none."""
     n = b + c
     return min(1.0, 2 * sum(math.comb(n, i) for i in range(min(b, c) + 1)) / 2 ** n) if n else 1.0
@@ -103,10 +108,11 @@ def escaped(final: dict) -> bool:
 
 
 def lockin_share(runs: list[dict], method: str, flag=locked_in) -> dict:
-    """The share of `method`'s finished runs whose final numbers `flag` (default locked_in), with its
-    95% Wilson interval."""
+    """The share of `method`'s finished runs whose final numbers `flag` (default locked_in), with
+    its 95% Wilson interval."""
     flags = [flag(f) for (m, _), f in sorted(finals(runs).items()) if m == method]
-    return {"method": method, "locked": sum(flags), "n": len(flags), "share": sum(flags) / len(flags) if flags else None,
+    return {"method": method, "locked": sum(flags), "n": len(flags),
+            "share": sum(flags) / len(flags) if flags else None,
             "wilson95": wilson_interval(sum(flags), len(flags))}
 
 
@@ -119,14 +125,16 @@ def paired_lockin(runs: list[dict], method: str, baseline: str = "grpo", flag=lo
     pairs = [(flag(by[method, s]), flag(by[baseline, s])) for s in seeds]
     b, c = sum(x and not y for x, y in pairs), sum(y and not x for x, y in pairs)
     return {"method": method, "baseline": baseline, "b": b, "c": c,
-            "diff": (b - c) / len(seeds) if seeds else None, "p": mcnemar_exact(b, c), "seeds": seeds}
+            "diff": (b - c) / len(seeds) if seeds else None, "p": mcnemar_exact(b, c),
+            "seeds": seeds}
 
 
 def paired_line(c: dict, k: int, label: bool = True, interval: str = "ci95") -> str:
     """One comparison of paired_comparison or frontier_gap as a line: "aspo - grpo, pass@8: +0.012
     [-0.020, +0.041], 5/8 seeds > 0" (without its label: from the mean on), with its bootstrap
     interval (ci95) or its t interval (t95)."""
-    what = (f"{c['method']} - {c['baseline']}, {c['metric'].replace('pass@k', f'pass@{k}')}: " if "metric" in c
+    what = (f"{c['method']} - {c['baseline']}, {c['metric'].replace('pass@k', f'pass@{k}')}: "
+            if "metric" in c
             else f"{' / '.join(c['methods'])} vs {' / '.join(c['baselines'])}: ") if label else ""
     if c["mean"] is None:
         return f"{what}n/a"
@@ -137,8 +145,8 @@ def paired_line(c: dict, k: int, label: bool = True, interval: str = "ci95") -> 
 def start_line(start: dict, k: int) -> str:
     """The start's held-out numbers (summary.json's "start") on one or two lines."""
     line = (f"start (held-out, {start['n_problems']} problems): pass@1 {start['pass@1']:.3f} +- "
-            f"{start['pass@1_se']:.3f}  pass@{k} {start['pass@k']:.3f} +- {start['pass@k_se']:.3f}  "
-            f"entropy {start['entropy']:.3f}")
+            f"{start['pass@1_se']:.3f}  pass@{k} {start['pass@k']:.3f} +- "
+            f"{start['pass@k_se']:.3f}  entropy {start['entropy']:.3f}")
     if "careful_hard" in start:  # a held-out set with hard problems
         line += (f"\n  hard pass@{k} {start['hard_pass@k']:.3f}  careful share (hard) "
                  f"{start['careful_hard']:.3f}")
@@ -151,7 +159,8 @@ def label(run: dict) -> str:
 
 
 def by_lag(runs: list[dict]) -> dict:
-    """{lag: that lag's runs, each with its arm's label as its method}: comparisons stay in a lag."""
+    """{lag: that lag's runs, each with its arm's label as its method}: comparisons stay in a
+    lag."""
     lags = dict.fromkeys(r.get("lag", 0) for r in runs)
     return {lag: [dict(r, method=label(r)) for r in runs if r.get("lag", 0) == lag] for lag in lags}
 
@@ -201,15 +210,16 @@ def summary_lines(start: dict, runs: list[dict], summary: dict, k: int) -> list[
             cells = []
             for name in OUTCOMES if shares else []:
                 o = shares[arm, name]
-                cells.append(f"{o['locked']}/{o['n']} [{o['wilson95'][0]:.2f}, {o['wilson95'][1]:.2f}]")
+                cells.append(f"{o['locked']}/{o['n']} [{o['wilson95'][0]:.2f}, "
+                             f"{o['wilson95'][1]:.2f}]")
             lines.append(f"{arm[:16]:16s} {len(ends):5d} | " + " | ".join(
                 f"{np.mean([f[key] for f in ends]):12.3f}" for key in keys)
                 + "".join(f" | {c:>22s}" for c in cells))
     stale = [r for r in runs if r.get("stale")]
     if stale:
-        lines.append("staleness and positive tokens with r < 0.8 (mean over steps and seeds): drift "
-                     "E[(log pi_prox/pi_behaviour)^2], ESS, their share, the weight grpo and aspo "
-                     "give them")
+        lines.append("staleness and positive tokens with r < 0.8 (mean over steps and seeds): "
+                     "drift E[(log pi_prox/pi_behaviour)^2], ESS, their share, the weight grpo and "
+                     "aspo give them")
     for arm_runs in by_lag(stale).values():
         for arm in dict.fromkeys(r["method"] for r in arm_runs):
             v = {key: np.mean([x for r in arm_runs if r["method"] == arm
@@ -220,8 +230,8 @@ def summary_lines(start: dict, runs: list[dict], summary: dict, k: int) -> list[
                          f"aspo {v['w_aspo_below08_pos']:.2f}")
     if summary["comparison"]:
         seeds = min(len(c["seeds"]) for c in summary["comparison"])
-        lines.append("paired differences (final held-out; mean, 95% t interval over seeds, seeds in "
-                     "favour" + ("; one seed has no interval: use --seeds 0,1,...,7" if seeds < 2
+        lines.append("paired differences (final held-out; mean, 95% t interval over seeds, seeds "
+                     "in favour" + ("; one seed has no interval: use --seeds 0,1,...,7" if seeds < 2
                                  else "") + "):")
         if 2 <= seeds < 32:  # a few seeds: their intervals may well include 0
             lines.append(f"  ({seeds} seeds: an interval that includes 0 says only that {seeds} "
@@ -230,19 +240,20 @@ def summary_lines(start: dict, runs: list[dict], summary: dict, k: int) -> list[
     for c in summary["outcomes_paired"]:
         if c["seeds"]:
             lines.append(f"  {c['method']} - {c['baseline']}, {c['outcome']}: {c['diff']:+.3f} "
-                         f"({c['b']} seeds only {c['method']}, {c['c']} only {c['baseline']}; exact "
-                         f"McNemar p = {c['p']:.3f}, {len(c['seeds'])} seeds)")
+                         f"({c['b']} seeds only {c['method']}, {c['c']} only {c['baseline']}; "
+                         f"exact McNemar p = {c['p']:.3f}, {len(c['seeds'])} seeds)")
     return lines
 
 
 def t_quantile(p: float, df: int) -> float:
-    """The p quantile of Student's t with df degrees of freedom (p > 0.5), by bisection on its CDF, the
-    density integrated with Simpson's rule (numpy only, no scipy)."""
+    """The p quantile of Student's t with df degrees of freedom (p > 0.5), by bisection on its CDF,
+    the density integrated with Simpson's rule (numpy only, no scipy)."""
     log_c = math.lgamma((df + 1) / 2) - math.lgamma(df / 2) - 0.5 * math.log(df * math.pi)
     def cdf(x):
         grid = np.linspace(0.0, x, 2001)
         pdf = np.exp(log_c - (df + 1) / 2 * np.log1p(grid ** 2 / df))
-        return 0.5 + (grid[1] - grid[0]) / 3 * (pdf[0] + pdf[-1] + 4 * pdf[1:-1:2].sum() + 2 * pdf[2:-1:2].sum())
+        return 0.5 + (grid[1] - grid[0]) / 3 * (pdf[0] + pdf[-1] + 4 * pdf[1:-1:2].sum()
+                                                + 2 * pdf[2:-1:2].sum())
     lo, hi = 0.0, 50.0
     for _ in range(60):
         mid = (lo + hi) / 2
@@ -251,7 +262,8 @@ def t_quantile(p: float, df: int) -> float:
 
 
 def t_interval(diffs, level: float = 0.95) -> list[float] | None:
-    """The t interval of the mean of per-seed differences (§10: continuous endpoints); None below two seeds."""
+    """The t interval of the mean of per-seed differences (§10: continuous endpoints); None below
+    two seeds."""
     x = np.asarray(diffs, dtype=float)
     if len(x) < 2:
         return None
