@@ -4,12 +4,14 @@ work. Also the sizes that follow from it (the model's, the longest completion) a
 """
 import argparse
 import dataclasses
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 
 from model import GPTConfig
+from peers import CISPO_EPS_MAX, ICEPOP_BOUNDS, M2PO_BUDGET
 from rewards import CarryProblem, make_problems
 from tokenizer import VOCAB_SIZE
 
@@ -63,6 +65,13 @@ class Config:
     eps_low: float = flag(0.2, "lower clip range: r below 1 - eps_low is clipped (§4)")
     eps_high: float = flag(0.28, "upper clip range (clip-higher): r above 1 + eps_high (§4)")
     clip_c: float = flag(3.0, "dual-clip constant c (§4 hard, §5 soft)")
+    # the peers' own parameters (peers.py, ASPO.md §13)
+    cispo_eps_max: float = flag(CISPO_EPS_MAX, "cispo's truncation of the ratio, min(r, eps_max) "
+                                "(TRL's epsilon_high; it recommends 5); >= 1")
+    icepop_bounds: str = flag(",".join(f"{b:g}" for b in ICEPOP_BOUNDS), "icepop's interval "
+                              "lo,hi: tokens with r outside it get no gradient; lo <= 1 <= hi")
+    m2po_budget: float = flag(M2PO_BUDGET, "m2po's second-moment budget: tokens with the "
+                              "largest (log r)^2 are dropped until the mean of the rest is below")
     # stale rollouts (asynchronous RL, ASPO.md §12)
     rollout_lag: str = flag("0,8", "comma-separated lags L: the batch of RL step t is sampled by "
                             "the weights after step t-1-L (the start while t <= L+1); 0: on-policy "
@@ -99,6 +108,11 @@ class Config:
         return [int(s) for s in self.rollout_lag.split(",") if s.strip()]
 
     @property
+    def icepop_bound_pair(self) -> tuple[float, float]:
+        lo, hi = (float(b) for b in self.icepop_bounds.split(","))
+        return lo, hi
+
+    @property
     def mu(self) -> int:
         return self.minibatches * self.epochs
 
@@ -127,6 +141,15 @@ class Config:
              f"must be sampler or decoupled (got {self.ratio_anchor!r})")
         need(self.behaviour_cap >= 1, "behaviour-cap", "must be >= 1: a cap below 1 would move "
              f"the on-policy numbers (got {self.behaviour_cap})")
+        need(self.cispo_eps_max >= 1, "cispo-eps-max", "must be >= 1: a cap below 1 would "
+             f"move the on-policy weight (got {self.cispo_eps_max})")
+        try:
+            lo, hi = self.icepop_bound_pair
+        except ValueError:
+            lo = hi = math.nan
+        need(0 <= lo <= 1 <= hi, "icepop-bounds", "must be lo,hi with 0 <= lo <= 1 <= hi: the "
+             f"interval keeps r = 1 (got {self.icepop_bounds!r})")
+        need(self.m2po_budget > 0, "m2po-budget", f"must be > 0 (got {self.m2po_budget})")
         for name, items in (("methods", methods), ("seeds", seeds), ("rollout-lag", lags)):
             need(len(set(items)) == len(items), name, f"lists an entry twice (got {items})")
         need(self.device in ("auto", "cpu", "mps", "cuda") or (self.device[:5] == "cuda:" and

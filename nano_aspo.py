@@ -31,6 +31,7 @@ import torch
 import torch.nn.functional as F
 
 import batched
+import peers
 import stats
 from config import Config, block_size, max_new_tokens, model_config, pick_device, task_problems
 from config import parse_config as parse_flags
@@ -85,15 +86,20 @@ def group_advantages(rewards: torch.Tensor, use_std: bool = True) -> torch.Tenso
 #   nois     1 where grpo's weight is r, else 0           (the paper's "no IS" ablation, §9)
 #   posmean  the completion's mean r (r <= 1+eps_high)    as grpo (the paper's ladder, §9)
 #   aspo-hardneg   A > 0 as aspo; A < 0 as grpo: the flip without the soft negative clip (§5)
+# The flip split in its two halves (§13), A < 0 as aspo: which half keeps a stale right token?
+#   aspo-fall  A > 0 as aspo where r < 1 (feeds what fell), as grpo where r >= 1
+#   aspo-rise  A > 0 as grpo where r < 1, as aspo where r >= 1 (brakes what rose)
+# The peers (peers.py: CISPO twice, IcePop, M2PO) are what asynchronous trainers ship (§13).
 # The shipped loss taken apart (§5), one change per rung, with a per-token eps (entropy_split_eps):
 #   grpo-ent          as grpo with the per-token eps
 #   grpo-ent-softneg  A > 0 as grpo-ent; A < 0 as aspo (weight c above c) with the per-token eps
 #   aspo-ref          as aspo with the per-token eps: the reference's ASPO loss (+ kl_k3 for all)
 FLAT_CLIP_METHODS = ("grpo", "aspo", "nois", "posmean", "aspo-hardneg")  # one eps for every token
 ENTROPY_METHODS = ("grpo-ent", "grpo-ent-softneg", "aspo-ref")  # these need the per-token entropy
-METHODS = FLAT_CLIP_METHODS + ENTROPY_METHODS
-FLIP = ("aspo", "aspo-hardneg", "aspo-ref")  # positive tokens weighted 1/r (§5)
-SOFT_NEG = ("aspo", "grpo-ent-softneg", "aspo-ref")  # negative tokens above c weighted c, not 0
+SPLIT_METHODS = ("aspo-fall", "aspo-rise")
+METHODS = FLAT_CLIP_METHODS + ENTROPY_METHODS + SPLIT_METHODS + tuple(peers.LOSSES)
+FLIP = ("aspo", "aspo-hardneg", "aspo-ref") + SPLIT_METHODS  # positive tokens weighted 1/r (§5)
+SOFT_NEG = ("aspo", "grpo-ent-softneg", "aspo-ref") + SPLIT_METHODS  # A < 0 above c: c, not 0
 USER_LOSSES = {}  # "FILE.py:FUNCTION" -> a user's verl-style loss (integrations/user_loss.py)
 
 
@@ -109,11 +115,13 @@ def entropy_split_eps(entropy, mask, low: float, high: float, q: float = 0.8, wi
 
 
 def policy_loss(method: str, logp, old_logp, advantages, mask, eps_low: float = 0.2,
-                eps_high: float = 0.28, clip_c: float = 3.0, entropy=None, behaviour_weights=None):
+                eps_high: float = 0.28, clip_c: float = 3.0, entropy=None, behaviour_weights=None,
+                **peer_options):
     """logp, old_logp, mask: (B, T); advantages: (B,). Returns (token-mean loss, metrics dict).
     entropy (B, T): the current policy's per-token entropy, detached; ENTROPY_METHODS clip with it.
     behaviour_weights (B, T): the decoupled anchor's detached, truncated pi_prox / pi_behaviour
     (§12), multiplying every token's loss (verl's rollout_is_weights); None: no such weight.
+    peer_options: the keywords of the peers' losses (peers.options), which only they read.
     With a leading member dimension (S, B, T) and (S, B) (batched.py) each member gets its own
     token mean: the loss is then (S,), and each metric a list over members."""
     if method in ENTROPY_METHODS:
@@ -145,6 +153,9 @@ def policy_loss(method: str, logp, old_logp, advantages, mask, eps_low: float = 
             p = ratio.clamp(max=1 + eps_high)
             positive = torch.where(ratio < 1 / clip_c, -A * clip_c * logp,
                                    -A * (p / p.detach()) / p.detach())
+            if method in SPLIT_METHODS:  # §13: one half flipped, the other half grpo's r
+                fell = ratio < 1 if method == "aspo-fall" else ratio >= 1
+                positive = torch.where(fell, positive, grpo)
         # §5 negative tokens: PPO-clip, and above c the soft dual-clip (weight c) or grpo's hard one
         soft = torch.where(ratio > clip_c, -A * clip_c * logp, ppo)
         negative = soft if method in SOFT_NEG else grpo
@@ -155,11 +166,17 @@ def policy_loss(method: str, logp, old_logp, advantages, mask, eps_low: float = 
     elif method == "posmean":  # §9: positive tokens get their completion's mean r (no gradient)
         rbar = ((ratio * mask).sum(-1, keepdim=True) / mask.sum(-1, keepdim=True).clamp(min=1))
         per_token = torch.where(pos, -A * rbar.detach() * unit * (ratio <= 1 + eps_high), grpo)
+    elif method in peers.LOSSES:
+        per_token = peers.LOSSES[method](logp, ratio, A, mask, grpo, eps_low, eps_high,
+                                         **peer_options)
     else:
         raise ValueError(f"unknown method {method!r}; expected one of {', '.join(METHODS)} "
                          "or FILE.py:FUNCTION")
     if behaviour_weights is not None:  # the decoupled anchor: w_b x the method's loss (§12)
         per_token = w_b * per_token
+    if per_token.requires_grad:  # in training: the weights this method gives, measured (§3)
+        (grad,) = torch.autograd.grad(per_token.sum(), logp, retain_graph=True)
+        metrics |= stale_weights(-grad / torch.where(A != 0, A, 1), ratio.detach(), A, mask)
     return token_mean(per_token, mask), metrics
 
 
@@ -191,7 +208,7 @@ def ratio_metrics(ratio, A, mask, eps_low, eps_high, clip_c, w_b) -> dict:
                   f"clip_dual_{name}": share(ratio < 1 / clip_c if name == "pos"
                                              else ratio > clip_c),
                   f"below1_{name}": share(ratio < 1), f"below08_{name}": share(ratio < 0.8),
-                  f"below03_{name}": share(ratio < 1 / 3),
+                  f"below05_{name}": share(ratio < 0.5), f"below03_{name}": share(ratio < 1 / 3),
                   f"ratio_min_{name}": torch.where(tokens, ratio, math.inf).amin(dims)
                   .where(n > 0, math.nan),
                   f"ratio_mean_{name}": torch.where(tokens, ratio, 0).sum(dims) / n,
@@ -201,6 +218,19 @@ def ratio_metrics(ratio, A, mask, eps_low, eps_high, clip_c, w_b) -> dict:
     for name, w in (("grpo", ratio), ("aspo", (1 / ratio).clamp(max=clip_c))) if low.any() else ():
         m[f"w_{name}_below08_pos"] = torch.where(low, w_b * w, 0).sum(dims) / low.sum(dims)
     return {key: v.tolist() for key, v in m.items()}
+
+
+@torch.no_grad()
+def stale_weights(w, ratio, A, mask) -> dict:
+    """The mean weight w (B, T) that a method gives the stale positive tokens, r < 0.8 and r < 1/3
+    (§13: the dose), per member; nan for a member without such tokens, as ratio_metrics."""
+    m = {}
+    for name, cut in (("below08", 0.8), ("below03", 1 / 3)):
+        low = (mask > 0) & (A > 0) & (ratio < cut)
+        if low.any():
+            m[f"w_own_{name}_pos"] = (torch.where(low, w, 0).sum((-2, -1))
+                                      / low.sum((-2, -1))).tolist()
+    return m
 
 
 def kl_k3(logp, ref_logp, mask) -> torch.Tensor:
@@ -315,7 +345,8 @@ def rl_step(model, optimizer, prompts: list, cfg, methods: list[str], gens: list
                     loss, m = policy_loss(method, logp[idx], old[idx], a[idx], msk[idx],
                                           cfg.eps_low, cfg.eps_high, cfg.clip_c,
                                           entropy=entropy[idx],
-                                          behaviour_weights=None if w is None else w[idx])
+                                          behaviour_weights=None if w is None else w[idx],
+                                          **peers.options(cfg))
                 except ValueError as e:  # a user's loss that fails stops its own runs only
                     loss, m = torch.full((len(idx),), math.nan, device=device), {}
                     for s in idx:

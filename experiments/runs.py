@@ -8,6 +8,8 @@ CPU best).
     python experiments/runs.py all         # the three, then the report
     python experiments/runs.py lockin --seeds 0,...,31   # phase 6: grpo vs aspo-ref and the controls, lock-in regime
     python experiments/runs.py stale --seeds 0,...,31 --lags 0,8   # phase 7: stale rollouts
+    python experiments/runs.py dose --seeds 0,...,15   # phase 8: the dose ladder, every rung at lag 8 (sampler anchor)
+    python experiments/runs.py dose-controls --seeds 0,...,7   # phase 8's controls: on-policy, and the decoupled anchor
     python experiments/runs.py report      # the tables of whatever has finished (also written to <root>/report.md)
     python experiments/runs.py tradeoff --seeds 100,101 --root experiments/runs-dev -- --steps 50   # dev seeds, any nano_aspo flag after --
 
@@ -330,15 +332,49 @@ def report_stale(root: Path) -> list[str]:
     return lines
 
 
+# --- phase 8: the dose ladder (ASPO.md §13) -------------------------------------------------------
+# the rungs, by the weight they give a stale right token (r < 1, A > 0): icepop 0 (below 0.5), grpo,
+# cispo, m2po r (or 0), cispo-verl 0.8, nois 1, posmean the completion's mean r, aspo 1/r, and the
+# two halves of aspo's flip
+DOSE_RUNGS = ("grpo", "aspo", "nois", "posmean", "aspo-fall", "aspo-rise", "cispo", "cispo-verl",
+              "icepop", "m2po")
+NEW_RUNGS = ("aspo-fall", "aspo-rise", "cispo", "cispo-verl", "icepop", "m2po")  # of phase 8
+DOSE_ARMS = {  # arm -> (its rungs, its nano_aspo flags); one batched process per 8 seeds
+    "ladder": (DOSE_RUNGS, ["--rollout-lag", "8", "--ratio-anchor", "sampler"]),
+    "on-policy": (("grpo",) + NEW_RUNGS, ["--rollout-lag", "0"]),
+    "decoupled": (("grpo", "aspo", "aspo-fall", "aspo-rise"),
+                  ["--rollout-lag", "8", "--ratio-anchor", "decoupled"]),
+}
+
+
+def dose_jobs(args, extra, arms) -> list:
+    """One batched process per (arm, chunk of STALE_CHUNK seeds) into <root>/dose/<arm>/s<first>-<last>,
+    every rung of the arm in it (so each rung is paired with grpo and aspo by seed and process);
+    --rungs narrows an arm to some of its rungs (phase 8's extension), into <arm>-<rungs>/."""
+    jobs = []
+    for arm in arms:
+        rungs, flags = DOSE_ARMS[arm]
+        rungs = [r for r in rungs if not args.rungs or r in args.rungs]
+        name = arm if len(rungs) == len(DOSE_ARMS[arm][0]) else f"{arm}-{'-'.join(rungs)}"
+        for i in range(0, len(args.seeds), STALE_CHUNK):
+            seeds = args.seeds[i:i + STALE_CHUNK]
+            jobs.append(([*extra, "--seeds", ",".join(map(str, seeds)), "--methods", ",".join(rungs),
+                          "--max-members", str(len(rungs) * len(seeds)), *flags],
+                         args.root / "dose" / name / f"s{seeds[0]}-{seeds[-1]}", 1))
+    return jobs
+
+
 def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     extra = argv[argv.index("--") + 1:] if "--" in argv else []
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("suite", choices=("start", "tradeoff", "ladder", "lockin", "stale", "all", "report"),
+    p.add_argument("suite", choices=("start", "tradeoff", "ladder", "lockin", "stale", "dose", "dose-controls",
+                                     "all", "report"),
                    help="what to run")
     p.add_argument("--lags", default="0,8", help="stale: comma-separated --rollout-lag values")
     p.add_argument("--anchors", default="sampler,decoupled", help="stale: comma-separated --ratio-anchor values")
+    p.add_argument("--rungs", default="", help="dose: only these comma-separated rungs of each arm (the extension)")
     p.add_argument("--seeds", default="0,1,2,3,4,5,6,7", help="RL seeds (report on 0-7; develop on >= 100)")
     p.add_argument("--root", default=Path("experiments/runs"), type=Path, help="folder of the runs, the shared checkpoint and report.md")
     p.add_argument("--parallel", default=2, type=int, help="processes at once (each on one thread)")
@@ -347,6 +383,10 @@ def main(argv=None) -> int:
         args.seeds = [int(s) for s in args.seeds.split(",")]
         args.lags = [int(s) for s in args.lags.split(",")]
         args.anchors = args.anchors.split(",")
+        args.rungs = [r for r in args.rungs.split(",") if r]
+        unknown = [r for r in args.rungs if r not in DOSE_RUNGS]
+        if unknown:
+            raise ValueError(f"--rungs {','.join(unknown)}: not a rung of the dose ladder ({','.join(DOSE_RUNGS)})")
         lr0 = na.parse_config(extra).lr  # also checks the extra nano_aspo flags before anything runs
     except ValueError as e:
         print(f"runs.py: error: {e}", file=sys.stderr)
@@ -366,6 +406,9 @@ def main(argv=None) -> int:
         run_all(lockin_jobs(args, extra), args.parallel)
     if args.suite == "stale":
         run_all(stale_jobs(args, extra), args.parallel)
+    if args.suite in ("dose", "dose-controls"):
+        arms = ["ladder"] if args.suite == "dose" else ["on-policy", "decoupled"]
+        run_all(dose_jobs(args, extra, arms), args.parallel)
     if args.suite != "report":
         print(f"wall time {time.time() - t0:.0f}s")
     lines = (report_start(args.root) + [""] + report_rl(args.root, "tradeoff", lr0) + [""] + report_rl(args.root, "ladder", lr0)

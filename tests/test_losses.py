@@ -13,14 +13,28 @@ def policy_loss(method, logp, old, A, mask, *clip):
     return na.policy_loss(method, logp, old, A, mask, *clip, entropy=torch.zeros_like(logp))
 
 EPS_LOW, EPS_HIGH, C = 0.2, 0.28, 3.0
-RATIOS = {"below_1/c": 0.2, "between_1/c_and_1-eps_low": 0.5, "inside_below_1": 0.9, "inside_above_1": 1.1,
+RATIOS = {"below_1/c": 0.2, "between_1/c_and_1-eps_low": 0.6, "inside_below_1": 0.9, "inside_above_1": 1.1,
           "above_1+eps_high": 2.0, "above_c": 4.0}
+
+
+# m2po's weight depends on the other tokens of the batch (its second-moment budget): it has its own
+# per-branch tests in tests/test_peers.py
+TOKEN_WISE = tuple(m for m in na.METHODS if m != "m2po")
 
 
 def expected_w(method, A, r):
     """The per-token weights of ASPO.md §4 (grpo), §5 (aspo), and the no-IS ablation; the entropy-split
-    methods at equal entropies (every token narrow: the eps passed)."""
+    methods at equal entropies (every token narrow: the eps passed); the split rungs and the peers of §13
+    (peers.py) at its default eps_max 5 and bounds [0.5, 5]."""
     grpo = (r if r <= 1 + EPS_HIGH else 0.0) if A > 0 else (r if 1 - EPS_LOW <= r <= C else 0.0)
+    if method == "cispo":
+        return min(r, 5.0)
+    if method == "cispo-verl":
+        return min(max(r, 1 - EPS_LOW), 1 + EPS_HIGH)
+    if method == "icepop":
+        return grpo if 0.5 <= r <= 5.0 else 0.0
+    if A > 0 and ((method == "aspo-fall" and r >= 1) or (method == "aspo-rise" and r < 1)):
+        return grpo  # the half of the flip this rung leaves to grpo's r
     if method in ("grpo", "posmean", "grpo-ent"):
         return grpo  # posmean: a row of equal ratios has rbar = r, so its weights are grpo's
     if method == "nois":
@@ -34,18 +48,24 @@ def expected_w(method, A, r):
 
 # the table, written out by hand from ASPO.md (so that expected_w itself is checked)
 HAND = {
-    ("grpo", 1): [0.2, 0.5, 0.9, 1.1, 0.0, 0.0], ("grpo", -1): [0.0, 0.0, 0.9, 1.1, 2.0, 0.0],
-    ("aspo", 1): [3.0, 2.0, 1 / 0.9, 1 / 1.1, 0.0, 0.0], ("aspo", -1): [0.0, 0.0, 0.9, 1.1, 2.0, 3.0],
+    ("grpo", 1): [0.2, 0.6, 0.9, 1.1, 0.0, 0.0], ("grpo", -1): [0.0, 0.0, 0.9, 1.1, 2.0, 0.0],
+    ("aspo", 1): [3.0, 1 / 0.6, 1 / 0.9, 1 / 1.1, 0.0, 0.0], ("aspo", -1): [0.0, 0.0, 0.9, 1.1, 2.0, 3.0],
     ("nois", 1): [1.0, 1.0, 1.0, 1.0, 0.0, 0.0], ("nois", -1): [0.0, 0.0, 1.0, 1.0, 1.0, 0.0],
-    ("posmean", 1): [0.2, 0.5, 0.9, 1.1, 0.0, 0.0], ("posmean", -1): [0.0, 0.0, 0.9, 1.1, 2.0, 0.0],
-    ("aspo-hardneg", 1): [3.0, 2.0, 1 / 0.9, 1 / 1.1, 0.0, 0.0], ("aspo-hardneg", -1): [0.0, 0.0, 0.9, 1.1, 2.0, 0.0],
-    ("grpo-ent", 1): [0.2, 0.5, 0.9, 1.1, 0.0, 0.0], ("grpo-ent", -1): [0.0, 0.0, 0.9, 1.1, 2.0, 0.0],
-    ("grpo-ent-softneg", 1): [0.2, 0.5, 0.9, 1.1, 0.0, 0.0], ("grpo-ent-softneg", -1): [0.0, 0.0, 0.9, 1.1, 2.0, 3.0],
-    ("aspo-ref", 1): [3.0, 2.0, 1 / 0.9, 1 / 1.1, 0.0, 0.0], ("aspo-ref", -1): [0.0, 0.0, 0.9, 1.1, 2.0, 3.0],
+    ("posmean", 1): [0.2, 0.6, 0.9, 1.1, 0.0, 0.0], ("posmean", -1): [0.0, 0.0, 0.9, 1.1, 2.0, 0.0],
+    ("aspo-hardneg", 1): [3.0, 1 / 0.6, 1 / 0.9, 1 / 1.1, 0.0, 0.0], ("aspo-hardneg", -1): [0.0, 0.0, 0.9, 1.1, 2.0, 0.0],
+    ("grpo-ent", 1): [0.2, 0.6, 0.9, 1.1, 0.0, 0.0], ("grpo-ent", -1): [0.0, 0.0, 0.9, 1.1, 2.0, 0.0],
+    ("grpo-ent-softneg", 1): [0.2, 0.6, 0.9, 1.1, 0.0, 0.0], ("grpo-ent-softneg", -1): [0.0, 0.0, 0.9, 1.1, 2.0, 3.0],
+    ("aspo-ref", 1): [3.0, 1 / 0.6, 1 / 0.9, 1 / 1.1, 0.0, 0.0], ("aspo-ref", -1): [0.0, 0.0, 0.9, 1.1, 2.0, 3.0],
+    ("aspo-fall", 1): [3.0, 1 / 0.6, 1 / 0.9, 1.1, 0.0, 0.0], ("aspo-fall", -1): [0.0, 0.0, 0.9, 1.1, 2.0, 3.0],
+    ("aspo-rise", 1): [0.2, 0.6, 0.9, 1 / 1.1, 0.0, 0.0], ("aspo-rise", -1): [0.0, 0.0, 0.9, 1.1, 2.0, 3.0],
+    ("cispo", 1): [0.2, 0.6, 0.9, 1.1, 2.0, 4.0], ("cispo", -1): [0.2, 0.6, 0.9, 1.1, 2.0, 4.0],
+    ("cispo-verl", 1): [0.8, 0.8, 0.9, 1.1, 1.28, 1.28], ("cispo-verl", -1): [0.8, 0.8, 0.9, 1.1, 1.28, 1.28],
+    ("icepop", 1): [0.0, 0.6, 0.9, 1.1, 0.0, 0.0], ("icepop", -1): [0.0, 0.0, 0.9, 1.1, 2.0, 0.0],
 }
 
 
 def test_expected_table_matches_hand_table():
+    assert {m for m, _ in HAND} == set(TOKEN_WISE)  # every token-wise method has its hand row
     for (method, sign), ws in HAND.items():
         for r, w in zip(RATIOS.values(), ws):
             assert expected_w(method, sign, r) == pytest.approx(w)
@@ -69,7 +89,7 @@ def test_posmean_weights_each_positive_token_by_its_completions_mean_ratio():
                                atol=1e-5, rtol=1e-5)
 
 
-@pytest.mark.parametrize("method", na.METHODS)
+@pytest.mark.parametrize("method", TOKEN_WISE)
 @pytest.mark.parametrize("A", [0.7, -0.7, 2.0, -1.5])
 @pytest.mark.parametrize("region", list(RATIOS))
 def test_gradient_weight_per_branch(method, A, region):
@@ -86,7 +106,7 @@ def test_mixed_batch_each_token_gets_its_own_weight():
     rs = list(RATIOS.values())
     A = torch.tensor([1.3, -0.6])
     old = torch.linspace(-2.0, -0.5, 2 * len(rs)).view(2, len(rs))
-    for method in set(na.METHODS) - {"posmean"}:  # posmean's weight is per completion (its own test above)
+    for method in set(TOKEN_WISE) - {"posmean"}:  # posmean's weight is per completion (its own test above)
         want = torch.tensor([[expected_w(method, a, r) for r in rs] for a in A.tolist()])
         torch.testing.assert_close(weights(method, old + torch.log(torch.tensor(rs)), old, A, torch.ones_like(old)),
                                    want, atol=1e-5, rtol=1e-5)
