@@ -186,7 +186,11 @@ def compare(runs: list[dict]) -> dict:
 
 
 OUTCOMES = {"forgot": forgot, "escaped": escaped}
-MECHANISM = ("drift", "ess", "below08_pos", "w_grpo_below08_pos", "w_aspo_below08_pos")
+# per run, mean over steps (summary.json "stale"): the staleness, where the positive tokens' ratios
+# lie (the dose ladder's figure draws them) and the weights given to the stale ones (ASPO.md §13)
+MECHANISM = ("drift", "ess", "below08_pos", "w_grpo_below08_pos", "w_aspo_below08_pos",
+             "below1_pos", "below05_pos", "below03_pos", "clip_high_pos", "w_own_below08_pos",
+             "w_own_below03_pos")
 
 
 def summary_lines(start: dict, runs: list[dict], summary: dict, k: int) -> list[str]:

@@ -42,9 +42,9 @@ def test_m2po_keep_is_areals_mask_per_member():
 
 
 def test_m2po_weights_on_a_hand_made_batch():
-    # nine tokens at r = 1 and one stale right token at r = 0.2: its m2 = (log 0.2)^2 = 2.59 puts the
-    # batch's mean at 0.26 > 0.04, so it alone is dropped; the other nine share the token mean of
-    # 9 kept tokens, each weighted r x 10 / 9
+    # nine tokens at r = 1 and one stale right token at r = 0.2: its m2 = (log 0.2)^2 = 2.59 puts
+    # the batch's mean at 0.26 > 0.04, so it alone is dropped; the other nine share the token mean
+    # of 9 kept tokens, each weighted r x 10 / 9
     old = torch.full((2, 5), -1.0)
     ratio = torch.ones(2, 5)
     ratio[0, 2] = 0.2
@@ -73,7 +73,7 @@ def test_m2po_keeps_one_token_where_no_share_meets_the_budget():
     ("cispo", "eps_max", 5.0, 3.5, 3.5),
     ("icepop", "bounds", (0.25, 5.0), 0.3, 0.3),  # inside a wider interval: grpo's r
     ("icepop", "bounds", (0.5, 5.0), 0.3, 0.0),   # below lo: dropped
-    ("m2po", "m2_budget", 10.0, 0.3, 0.3),        # a budget above every m2: grpo's r, nothing dropped
+    ("m2po", "m2_budget", 10.0, 0.3, 0.3),        # a budget above every m2: none dropped
 ])
 def test_peer_options_reach_the_loss(method, option, value, r, want):
     old = torch.full((1, 2), -1.0)
