@@ -38,7 +38,7 @@ from experiments.results import label_order, load_suite  # noqa: E402
 import pretrain  # noqa: E402
 from experiments.start_probe import teacher_accuracy  # noqa: E402
 from experiments.stats import TEACHER_TOLERANCE, frontier_gap, teacher_gaps  # noqa: E402
-from stats import escaped, lockin_share, paired_comparison, paired_line, paired_lockin, t_interval  # noqa: E402
+from stats import escaped, forgot, lockin_share, paired_comparison, paired_line, paired_lockin, t_interval  # noqa: E402
 
 LR_FRACTIONS = (1, 2, 4)  # the same learning-rate sweep for every method: lr0, lr0/2, lr0/4 (§6)
 LADDER = ("nois", "posmean", "aspo-hardneg")  # the paper's ablation ladder (§9), beside grpo and aspo
@@ -364,6 +364,98 @@ def dose_jobs(args, extra, arms) -> list:
     return jobs
 
 
+PEERS = ("cispo", "cispo-verl", "icepop", "m2po")
+# phase 8b's named contrasts on the primary endpoint, (left, right): left - right, paired by seed
+DOSE_CONTRASTS = ([("aspo", "nois"), ("aspo-fall", "grpo"), ("aspo-rise", "grpo")]
+                  + [(p, "grpo") for p in PEERS] + [("aspo", p) for p in PEERS]
+                  + [("nois", "grpo"), ("posmean", "grpo")])
+EXTEND_AT = 0.03  # phase 8b's two-stage rule: |mean| >= this with an interval that includes 0
+
+
+def dose_arms(root: Path) -> dict:
+    """{arm: {(method, seed): run}} of every finished run under <root>/dose, an arm's extension
+    (<arm>-<rungs>/) pooled with the arm."""
+    arms = {}
+    for path in sorted((root / "dose").glob("*/*/summary.json")):
+        name = path.parent.parent.name
+        arm = max((a for a in DOSE_ARMS if name == a or name.startswith(a + "-")), key=len)
+        for run in json.loads(path.read_text())["runs"]:
+            if run.get("final"):
+                arms.setdefault(arm, {})[run["method"], run["seed"]] = run
+    return arms
+
+
+def paired_cell(by: dict, left: str, right: str, key: str) -> tuple[str, np.ndarray]:
+    """left - right on one endpoint over the seeds both finished: "mean [t 95%] in favour/n"."""
+    seeds = sorted(s for (m, s) in by if m == left and (right, s) in by)
+    d = np.array([by[left, s]["final"][key] - by[right, s]["final"][key] for s in seeds])
+    if not len(d):
+        return "", d
+    ci = t_interval(d)
+    return (f"{d.mean():+.3f}" + (f" [{ci[0]:+.3f}, {ci[1]:+.3f}]" if ci else "")
+            + f" {int((d > 0).sum())}/{len(d)}"), d
+
+
+def report_dose(root: Path) -> list[str]:
+    """Phase 8's tables: per arm and rung the final endpoints and rung - grpo (paired t), the outcomes
+    (Wilson, exact McNemar against grpo and aspo) and the mechanism (the positive tokens' ratio
+    shares and the weight the rung gives the stale ones, measured); then 8b's named contrasts with
+    the two-stage rule's verdict."""
+    lines = []
+    for arm, by in dose_arms(root).items():
+        rungs = [r for r in DOSE_RUNGS if any(m == r for m, _ in by)]
+        n = len({s for m, s in by if m == "grpo"})
+        lines += [f"### dose ladder, {arm} (`python experiments/runs.py "
+                  f"{'dose' if arm == 'ladder' else 'dose-controls'}`): final held-out, {n} seeds; "
+                  "rung - grpo paired by seed (mean [95% t] seeds in favour)", "",
+                  "| rung | careful (hard) | " + " | ".join(f"{e.replace('pass@k', 'pass@8')} - grpo"
+                                                          for e in STALE_ENDPOINTS + ("entropy",))
+                  + " | forgot (Wilson) | escaped (Wilson) | McNemar forgot vs grpo / vs aspo |",
+                  "|" + "---|" * 10]
+        runs_ = list(by.values())
+        for rung in rungs:
+            mine = [r for r in runs_ if r["method"] == rung]
+            cells = [paired_cell(by, rung, "grpo", e)[0] if rung != "grpo" else ""
+                     for e in STALE_ENDPOINTS + ("entropy",)]
+            shares = [lockin_share(runs_, rung, flag) for flag in (forgot, escaped)]
+            tests = [paired_lockin(runs_, rung, base, forgot) for base in ("grpo", "aspo")
+                     if base != rung and any(m == base for m, _ in by)]
+            lines.append(f"| {rung} | {np.mean([r['final']['careful_hard'] for r in mine]):.3f} | "
+                         + " | ".join(cells) + " | "
+                         + " | ".join(f"{o['locked']}/{o['n']} [{o['wilson95'][0]:.2f}, "
+                                      f"{o['wilson95'][1]:.2f}]" for o in shares) + " | "
+                         + " / ".join(f"{c['b']}-{c['c']}, p = {c['p']:.3f}" for c in tests) + " |")
+        lines += ["", f"Mechanism ({arm}; mean over steps and seeds): shares of positive tokens by "
+                      "ratio, and the weight the rung gives those with r < 0.8 and r < 1/3 (measured "
+                      "by autograd in training)", "",
+                  "| rung | drift | r < 1/3 | r < 0.5 | r < 0.8 | r < 1 | r > 1+eps_high | "
+                  "w (r < 0.8) | w (r < 1/3) |", "|" + "---|" * 9]
+        keys = ("drift", "below03_pos", "below05_pos", "below08_pos", "below1_pos", "clip_high_pos",
+                "w_own_below08_pos", "w_own_below03_pos")
+        for rung in rungs:
+            v = [np.mean([x for r in runs_ if r["method"] == rung
+                          for x in [r.get("stale", {}).get(key)] if x is not None] or [np.nan])
+                 for key in keys]
+            lines.append(f"| {rung} | {v[0]:.3f} | " + " | ".join(f"{x:.4f}" for x in v[1:6])
+                         + f" | {v[6]:.2f} | {v[7]:.2f} |")
+        if arm != "ladder":
+            lines.append("")
+            continue
+        lines += ["", "Phase 8b's named contrasts (careful share on hard problems; the two-stage rule: "
+                      f"interval includes 0 and |mean| >= {EXTEND_AT} at 16 seeds -> extend to 32):", ""]
+        for left, right in DOSE_CONTRASTS:
+            cell, d = paired_cell(by, left, right, "careful_hard")
+            if not len(d):
+                continue
+            ci = t_interval(d)
+            verdict = ("distinguishable from 0" if ci and (ci[0] > 0 or ci[1] < 0) else
+                       "extend to seeds 16-31" if len(d) == 16 and abs(d.mean()) >= EXTEND_AT else
+                       "within noise")
+            lines.append(f"- {left} - {right}: {cell} ({verdict})")
+        lines.append("")
+    return lines
+
+
 def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     extra = argv[argv.index("--") + 1:] if "--" in argv else []
@@ -412,7 +504,7 @@ def main(argv=None) -> int:
     if args.suite != "report":
         print(f"wall time {time.time() - t0:.0f}s")
     lines = (report_start(args.root) + [""] + report_rl(args.root, "tradeoff", lr0) + [""] + report_rl(args.root, "ladder", lr0)
-             + [""] + report_lockin(args.root) + [""] + report_stale(args.root))
+             + [""] + report_lockin(args.root) + [""] + report_stale(args.root) + [""] + report_dose(args.root))
     text = "\n".join(lines).strip() + "\n"
     print(text)
     args.root.mkdir(parents=True, exist_ok=True)
