@@ -33,6 +33,7 @@ import torch.nn.functional as F
 import batched
 import peers
 import stats
+from metrics import ratio_metrics, stale_weights  # what every update logs (§7, §13)
 from config import Config, block_size, max_new_tokens, model_config, pick_device, task_problems
 from config import parse_config as parse_flags
 from model import GPT
@@ -176,61 +177,14 @@ def policy_loss(method: str, logp, old_logp, advantages, mask, eps_low: float = 
         per_token = w_b * per_token
     if per_token.requires_grad:  # in training: the weights this method gives, measured (§3)
         (grad,) = torch.autograd.grad(per_token.sum(), logp, retain_graph=True)
-        metrics |= stale_weights(-grad / torch.where(A != 0, A, 1), ratio.detach(), A, mask)
+        metrics |= stale_weights({"own": -grad / torch.where(A != 0, A, 1)}, ratio.detach(), A,
+                                 mask)
     return token_mean(per_token, mask), metrics
 
 
 def token_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """The token-mean of §3 over the valid tokens of (B, T), or of each member of (S, B, T)."""
     return (x * mask).sum((-2, -1)) / mask.sum((-2, -1)).clamp(min=1)
-
-
-@torch.no_grad()
-def ratio_metrics(ratio, A, mask, eps_low, eps_high, clip_c, w_b) -> dict:
-    """Clip fractions and ratio statistics by the sign of A (§7), over (B, T): a float each, or a
-    list over members. 'dual' is r > c for A < 0 and r < 1/c for A > 0 (where the soft dual-clip of
-    §5 gives c); 'below1' is r < 1, where the flip 1/r and grpo's r differ in direction. eps: floats
-    or per-token (B, T). A member without tokens of a sign gets nan for that sign. The stale tokens
-    (§12): positive ones with r < 0.8 and < 1/3, and the mean weight grpo (r) and aspo (min(1/r, c))
-    give those below 0.8, times the behaviour weight w_b (1 but under the decoupled anchor)."""
-    dims, valid = (-2, -1), mask > 0
-    m = {"abs_log_ratio": torch.where(valid, ratio.log().abs(), 0).sum(dims)
-         / valid.sum(dims).clamp(min=1)}
-    for name, sign in (("pos", A > 0), ("neg", A < 0)):
-        tokens = valid & sign
-        n = tokens.sum(dims)
-        if not n.any():
-            continue
-        def share(hit):
-            return (hit & tokens).sum(dims) / n  # 0/0 = nan for a member without such tokens
-        m.update({f"clip_low_{name}": share(ratio < 1 - eps_low),
-                  f"clip_high_{name}": share(ratio > 1 + eps_high),
-                  f"clip_dual_{name}": share(ratio < 1 / clip_c if name == "pos"
-                                             else ratio > clip_c),
-                  f"below1_{name}": share(ratio < 1), f"below08_{name}": share(ratio < 0.8),
-                  f"below05_{name}": share(ratio < 0.5), f"below03_{name}": share(ratio < 1 / 3),
-                  f"ratio_min_{name}": torch.where(tokens, ratio, math.inf).amin(dims)
-                  .where(n > 0, math.nan),
-                  f"ratio_mean_{name}": torch.where(tokens, ratio, 0).sum(dims) / n,
-                  f"ratio_max_{name}": torch.where(tokens, ratio, -math.inf).amax(dims)
-                  .where(n > 0, math.nan)})
-    low = valid & (A > 0) & (ratio < 0.8)  # grpo's weight is r there, aspo's 1/r (c below 1/c)
-    for name, w in (("grpo", ratio), ("aspo", (1 / ratio).clamp(max=clip_c))) if low.any() else ():
-        m[f"w_{name}_below08_pos"] = torch.where(low, w_b * w, 0).sum(dims) / low.sum(dims)
-    return {key: v.tolist() for key, v in m.items()}
-
-
-@torch.no_grad()
-def stale_weights(w, ratio, A, mask) -> dict:
-    """The mean weight w (B, T) that a method gives the stale positive tokens, r < 0.8 and r < 1/3
-    (§13: the dose), per member; nan for a member without such tokens, as ratio_metrics."""
-    m = {}
-    for name, cut in (("below08", 0.8), ("below03", 1 / 3)):
-        low = (mask > 0) & (A > 0) & (ratio < cut)
-        if low.any():
-            m[f"w_own_{name}_pos"] = (torch.where(low, w, 0).sum((-2, -1))
-                                      / low.sum((-2, -1))).tolist()
-    return m
 
 
 def kl_k3(logp, ref_logp, mask) -> torch.Tensor:
