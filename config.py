@@ -96,7 +96,7 @@ class Config:
 
     @property
     def lag_list(self) -> list[int]:
-        return [int(s) for s in self.rollout_lag.split(",") if s.strip()]
+        return [int(s) for s in self.rollout_lag.split(",")]  # "1,,2": int("") fails
 
     @property
     def mu(self) -> int:

@@ -160,10 +160,13 @@ def test_staleness_metrics_on_a_hand_made_batch():
 
 @pytest.mark.parametrize("flags, flag", [
     (["--rollout-lag", "-1"], "--rollout-lag"), (["--rollout-lag", "2,x"], "--rollout-lag"),
-    (["--rollout-lag", "2,2"], "--rollout-lag"), (["--ratio-anchor", "rollout"], "--ratio-anchor"),
+    (["--rollout-lag", "2,2"], "--rollout-lag"), (["--rollout-lag", "1,,2"], "--rollout-lag"),
+    (["--rollout-lag", "1,2,"], "--rollout-lag"), (["--ratio-anchor", "rollout"], "--ratio-anchor"),
     (["--behaviour-cap", "0.5"], "--behaviour-cap")])
-def test_bad_stale_flags_are_one_line_errors_naming_the_flag(flags, flag, capsys, tmp_path):
-    assert na.main([*flags, "--out-dir", str(tmp_path)]) == 2
+def test_bad_stale_flags_are_one_line_errors_naming_the_flag(flags, flag, capsys, tmp_path,
+                                                              tiny_args):
+    # tiny and no steps: one wrongly accepted costs a second, not a demo
+    assert na.main([*tiny_args, "--steps", "0", *flags, "--out-dir", str(tmp_path)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and flag in err[0], err
 
