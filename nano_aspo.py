@@ -435,17 +435,6 @@ def eval_seed(seed: int) -> int:
     return seed * 7919 + 1
 
 
-def console_line(label, seed, step, m, k) -> str:
-    ev = (f" | pass@1 {m['eval_pass@1']:.3f}+-{m['eval_pass@1_se']:.3f} pass@{k} "
-          f"{m[f'eval_pass@{k}']:.3f}+-{m[f'eval_pass@{k}_se']:.3f} ent {m['eval_entropy']:.3f}"
-          + (f" careful(hard) {m['eval_careful_hard']:.2f}" if "eval_careful_hard" in m else "")
-          if "eval_pass@1" in m else "")
-    return (f"{label:7s} s{seed:<3d} step {step:4d} | reward {m['reward']:.3f} ent "
-            f"{m['entropy']:.3f} dead {m['dead_groups']:.2f} |log r| "
-            f"{m.get('abs_log_ratio', 0):.3f} clip+ {m.get('clip_high_pos', 0):.3f} dual+ "
-            f"{m.get('clip_dual_pos', 0):.3f} drift {m['drift']:.4f} ess {m['ess']:.2f}{ev}")
-
-
 def show_samples(method, samples):
     """A few held-out prompts, each with the teacher's answer and 8 of the policy's completions."""
     for problem, outs in samples:
@@ -504,10 +493,9 @@ def train_rl(start_state, cfg: Config, runs: list[dict], device, train_pool, tes
                                       or "samples" in m):
                 continue
             samples = m.pop("samples", [])
-            print(console_line(stats.label(run), run["seed"], step, m, cfg.k))
+            print(stats.console_line(run, step, m, cfg.k))
             show_samples(stats.label(run), samples)
-            log_file.write(json.dumps({"method": run["method"], "lag": run["lag"],
-                                       "seed": run["seed"], "step": step, **m}) + "\n")
+            log_file.write(json.dumps(stats.row(run, step) | m) + "\n")
         log_file.flush()
         if all("error" in run for run in runs):
             break
@@ -557,7 +545,8 @@ def main(argv=None) -> int:
     print(stats.start_line(start, cfg.k))
     show_samples("init", initial.pop("samples"))
     # every (method, lag, seed) is one run; a seed's runs share prompts and draws (paired, §10)
-    runs = [{"method": m, "lag": lag, "seed": seed, "initial": start, "final": None}
+    runs = [{"method": m, "lag": lag, "anchor": cfg.ratio_anchor, "seed": seed, "initial": start,
+             "final": None}
             for lag in cfg.lag_list
             for seed in (cfg.seed_list if cfg.steps else []) for m in cfg.method_list]
     size = max(1, min(cfg.max_members, len(runs))) if cfg.batch_seeds else 1  # per batch
@@ -571,9 +560,8 @@ def main(argv=None) -> int:
     with open(out / "metrics.jsonl", "w") as log_file:
         try:
             for run in runs:
-                log_file.write(json.dumps({"method": run["method"], "lag": run["lag"],
-                                           "seed": run["seed"], "step": 0, **initial,
-                                           "eval_problems": len(test_set)}) + "\n")
+                log_file.write(json.dumps(stats.row(run, 0) | initial
+                                          | {"eval_problems": len(test_set)}) + "\n")
             for first in range(0, len(runs), size):
                 train_rl(model.state_dict(), cfg, runs[first:first + size], device, train_pool,
                          test_set, log_file)
