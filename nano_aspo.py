@@ -9,8 +9,10 @@ sections. ASPO is Wang et al., "Asymmetric Importance Sampling Policy Optimizati
 What it leaves out, so that the algorithm is all there is to read:
 - the task (rewards.py) is addition with two ways to answer, and the reward is exact 0/1;
 - the policy is a 100k-parameter GPT (model.py), pretrained on an imperfect teacher;
-- sampler and trainer are one model in one process, so the first update of every batch is exactly
-  on-policy (r = 1); no entropy bonus, no value model, and by default no KL term (§5);
+- sampler and trainer are one process, and a stale lag L (§12) samples with weights L steps old:
+  the first update of a batch has r = 1 (every method the same gradient) at lag 0, and u = 1 under
+  the decoupled anchor at any lag, but r != 1 under the sampler anchor at L > 0; no entropy bonus,
+  no value model, and by default no KL term (§5);
 - many seeds at once are a batched model (batched.py); the closing statistics are stats.py.
 
     python nano_aspo.py                  # GRPO and ASPO from the same start, paired
@@ -231,9 +233,10 @@ def token_weights(method: str, logp, old_logp, advantages, mask, entropy=None, *
 # - sampler anchor: r = pi_theta / pi_behaviour. A right token whose probability fell since it was
 #   sampled has r < 1, already on the first update: grpo weights it r (down to 0, starving it),
 #   aspo min(1/r, c) (up to c = 3, feeding it). E.g. r = 0.5: grpo 0.5, aspo 2.
-# - decoupled anchor (AReaL's decoupled PPO, verl's rollout correction): the method sees
-#   u = pi_theta / pi_prox, and each token's loss is scaled by w_b = sg(min(pi_prox / pi_behaviour,
-#   cap)), the same for every method: the flip acts only on the drift within this step.
+# - decoupled anchor (AReaL's decoupled PPO): the method sees u = pi_theta / pi_prox, each token's
+#   loss scaled by w_b = sg(min(pi_prox / pi_behaviour, cap)), the same for every method: the flip
+#   acts only on the drift within this step. Truncated at the cap as verl's token-level rollout
+#   correction does; AReaL's original loss drops (masks) the tokens above it instead (§12).
 # - old log-probs recomputed with one update per step: u = 1, so aspo = grpo at any lag.
 def anchor(prox_logp, behaviour_logp, cfg):
     """The ratio's anchor (§12): (old log-probs the method's ratio is taken against, and the
