@@ -259,18 +259,20 @@ def staleness(prox_logp, behaviour_logp, mask) -> dict:
 
 # %% --- the RL step ------------------------------------------------------------------------
 def rl_step(model, optimizer, prompts: list, cfg, methods: list[str], gens: list, reference=None,
-            behaviour=None):
+            behaviour=None, lags=None):
     """One rollout batch and mu = minibatches x epochs optimizer steps on it. Returns (metrics per
-    member, timings). Why mu > 1 matters: the first minibatch is on-policy (r = 1, every method
-    gives the same gradient, §2); only from the second update on does pi_theta differ from pi_old,
-    r moves, and the methods' weights w(r) differ (§3-§5). mu: how off-policy a batch is trained.
+    member, timings). Why mu > 1 matters: at lag 0 the first minibatch is on-policy (r = 1, every
+    method gives the same gradient, §2; under the decoupled anchor u = 1 at any lag); from the
+    second update on pi_theta moves, and the methods' weights w(r) differ (§3-§5). Under the
+    sampler anchor at lag > 0 they differ from the first: r = pi_theta / pi_behaviour != 1 (§12).
 
     `model` holds S policies (batched.py; S = 1 is one plain policy), member s with its own problems
     prompts[s], method methods[s] and sampling stream gens[s]. Rows are member-major: (S*B, ...) is
     viewed as (S, B, ...), and the loss is the sum of the members' own token means, so each member's
     gradient is its own; one whose loss turns non-finite gets "error" and no more updates.
     `reference`: the start policy (as many members), for --kl-coef.
-    `behaviour`: the members' stale weights that sample the batch (§12); None: `model` samples."""
+    `behaviour`: the members' stale weights that sample the batch (§12), lags[s] steps old (lags
+    None: all stale); None: `model` samples. A lag-0 member is on-policy: no behaviour weight."""
     S, t0 = len(methods), time.time()
     model.eval()
     sampler = model if behaviour is None else behaviour.eval()
@@ -293,6 +295,7 @@ def rl_step(model, optimizer, prompts: list, cfg, methods: list[str], gens: list
     old_logp, w_b = anchor(prox_logp, behaviour_logp, cfg) if behaviour else (prox_logp, None)
     t1, mask = time.time(), roll.mask.view(S, B, -1)
     stale = staleness(prox_logp, behaviour_logp, mask)
+    weighted = [w_b is not None and (lags is None or lags[s] > 0) for s in range(S)]
     metrics = [group_stats(rewards.view(S, -1, cfg.group)[s], batched.member(roll, s, S),
                            texts[s * B:(s + 1) * B], cfg.group)
                | {key: v[s] for key, v in stale.items()} for s in range(S)]
@@ -312,13 +315,13 @@ def rl_step(model, optimizer, prompts: list, cfg, methods: list[str], gens: list
                 drift = ((logp - prox).abs() * msk).max().item()
                 assert drift < 1e-5, f"first minibatch is not on-policy: max |log u| = {drift:.2e}"
             losses, member_metrics = torch.zeros(S, device=device), [{} for _ in range(S)]
-            for method in dict.fromkeys(methods):  # the members of each method in one call
-                idx = [s for s in range(S) if methods[s] == method]
+            for key in dict.fromkeys(zip(methods, weighted)):  # a call per method, and w_b or not
+                idx, method = [s for s in range(S) if (methods[s], weighted[s]) == key], key[0]
                 try:
                     loss, m = policy_loss(method, logp[idx], old[idx], a[idx], msk[idx],
                                           cfg.eps_low, cfg.eps_high, cfg.clip_c,
                                           entropy=entropy[idx],
-                                          behaviour_weights=None if w is None else w[idx])
+                                          behaviour_weights=w[idx] if key[1] else None)
                 except ValueError as e:  # a user's loss that fails stops its own runs only
                     loss, m = torch.full((len(idx),), math.nan, device=device), {}
                     for s in idx:
@@ -468,7 +471,7 @@ def train_rl(start_state, cfg: Config, runs: list[dict], device, train_pool, tes
         prompts = [rng.sample(train_pool, cfg.prompts) for rng in prompt_rngs]
         if behaviour is not None:
             batched.load_stale(behaviour, history, lags)
-        ms, t = rl_step(model, optimizer, prompts, cfg, methods, gens, reference, behaviour)
+        ms, t = rl_step(model, optimizer, prompts, cfg, methods, gens, reference, behaviour, lags)
         if behaviour is not None:
             history.append(batched.snapshot(model))
         for key, v in t.items():
@@ -526,8 +529,9 @@ def main(argv=None) -> int:
             return fail(f"--{name} too large for this task: {e}")
     for spec in (m for m in cfg.method_list if ".py:" in m):  # a user's loss: loaded and tried now
         from integrations.user_loss import register_user_loss  # the core's one lazy import
-        try:
-            register_user_loss(spec, USER_LOSSES)
+        try:  # a stale lag under the decoupled anchor will hand it behaviour weights (§12)
+            register_user_loss(spec, USER_LOSSES, cfg.ratio_anchor == "decoupled"
+                               and max(cfg.lag_list) > 0)
         except ValueError as e:
             return fail(f"--methods {e}")
     t_start, out = time.time(), Path(cfg.out_dir)

@@ -11,6 +11,8 @@ import torch
 import batched
 import nano_aspo as na
 import stats
+from model import GPT
+from test_check_loss import PLUGIN
 from test_rl import _alternating_score, _cfg, _model
 import rewards
 
@@ -62,9 +64,10 @@ def test_each_member_samples_with_its_weights_of_lag_steps_before(tmp_path, tiny
     the sampler anchor the old log-probs are those weights' log-probs (a recompute)."""
     seen, real_step, real_anchor = [], na.rl_step, na.anchor
 
-    def spy_step(model, optimizer, prompts, cfg, methods, gens, reference=None, behaviour=None):
+    def spy_step(model, optimizer, prompts, cfg, methods, gens, reference=None, behaviour=None,
+                 lags=None):
         seen.append((batched.snapshot(model), batched.snapshot(behaviour)))
-        return real_step(model, optimizer, prompts, cfg, methods, gens, reference, behaviour)
+        return real_step(model, optimizer, prompts, cfg, methods, gens, reference, behaviour, lags)
 
     anchored = []
 
@@ -118,6 +121,79 @@ def test_mu_one_decoupled_is_the_same_run_for_grpo_and_aspo_sampler_is_not(tmp_p
     d, s = ([r["final"] for r in summary["runs"]] for summary in (decoupled, sampler))
     assert all(math.isclose(d[0][k], d[1][k], abs_tol=1e-6) for k in d[0])  # u = 1: one gradient
     assert any(abs(s[0][k] - s[1][k]) > 1e-3 for k in s[0])  # r != 1 from step 2 on
+
+
+def test_lag_zero_members_get_no_behaviour_weight_beside_stale_ones(monkeypatch):
+    """One batched model, members of lags 0 and 2, the decoupled anchor: the stale member's loss
+    gets its w_b, the lag-0 member's none (None, as on-policy: what a user's loss is handed)."""
+    _alternating_score(monkeypatch)
+    cfg = _cfg(ratio_anchor="decoupled")
+    torch.manual_seed(0)
+    current, stale = GPT(na.model_config(cfg)), GPT(na.model_config(cfg))
+    model = batched.StackedGPT(na.model_config(cfg), [current.state_dict()] * 2)
+    behaviour = batched.StackedGPT(na.model_config(cfg),  # member 0 at lag 0: today's weights
+                                   [current.state_dict(), stale.state_dict()])
+    calls, real_loss = [], na.policy_loss
+    monkeypatch.setattr(na, "policy_loss", lambda method, logp, *a, behaviour_weights=None, **k:
+                        calls.append((len(logp), behaviour_weights))
+                        or real_loss(method, logp, *a, behaviour_weights=behaviour_weights, **k))
+    problems = rewards.make_problems(cfg.prompts, 0, "train")
+    na.rl_step(model, torch.optim.AdamW(model.parameters(), lr=cfg.lr), [problems] * 2, cfg,
+               ["grpo"] * 2, [torch.Generator().manual_seed(s) for s in (0, 1)],
+               behaviour=behaviour, lags=[0, 2])
+    assert len(calls) == 2 * cfg.mu and all(n == 1 for n, _ in calls)  # per update: each apart
+    assert [w is None for _, w in calls] == [True, False] * cfg.mu  # member 0, then member 1
+    assert all((w != 1).any() for _, w in calls[1::2])  # the stale member's own w_b
+
+
+def _user_loss(tmp_path, weights: str):
+    """A verl-style loss (A x the plain ratio, token-mean) with a rollout_is_weights parameter
+    as `weights` writes it ("" for none) and, where so, what it does with them."""
+    path = tmp_path / "my_loss.py"
+    head = "def fn(old_log_prob, log_prob, advantages, response_mask"
+    path.write_text("import torch\n\n" + head + (", rollout_is_weights=None" if weights else "")
+                    + "):\n" + weights + "    ratio = (log_prob - old_log_prob).exp()\n"
+                    "    return -(advantages * ratio * response_mask).sum() / "
+                    "response_mask.sum()\n")
+    return f"{path}:fn"
+
+
+@pytest.mark.parametrize("weights,lags,anchor,refused", [
+    ("", "0,2", "decoupled", "it does not take rollout_is_weights, which --ratio-anchor decoupled"),
+    ("    assert rollout_is_weights is None\n", "2", "decoupled", "it raised AssertionError"),
+    ("", "0,2", "sampler", None), ("", "0", "decoupled", None),
+    ("    assert rollout_is_weights is None\n", "0,2", "sampler", None)])
+def test_a_user_loss_that_cannot_take_behaviour_weights_is_refused_before_any_work(
+        tmp_path, tiny_args, capsys, weights, lags, anchor, refused):
+    """Only where a stale lag under the decoupled anchor will hand it w_b: a one-line error naming
+    --ratio-anchor, before pretraining. Lag 0 (under both anchors) and the sampler anchor (at any
+    lag) hand a loss none, so it trains there (before: a lag-0 run beside lag 2 stopped at step 1
+    with 'it does not take rollout_is_weights')."""
+    spec, out = _user_loss(tmp_path, weights), tmp_path / "o"
+    argv = [*tiny_args, "--methods", f"grpo,{spec}", "--rollout-lag", lags, "--ratio-anchor",
+            anchor, "--steps", "3", "--quiet", "--out-dir", str(out)]
+    status, err = na.main(argv), capsys.readouterr().err.strip().splitlines()
+    if refused:
+        assert status == 2 and len(err) == 1 and refused in err[0], err
+        assert "--ratio-anchor" in err[0] and err[0].startswith("nano_aspo.py: error: --methods")
+        assert not out.exists()
+    else:
+        assert status == 0 and not err, err
+
+
+def test_a_user_loss_at_a_stale_lag_trains_as_the_builtin_it_copies(tmp_path, tiny_args):
+    """The verl plugin's aspo (it multiplies its loss by rollout_is_weights, as verl's vanilla
+    does) beside aspo, under the decoupled anchor at lags 0 and 2: every logged number the same,
+    so the stale run hands it its w_b and the lag-0 run none."""
+    rows, summary = _run(tmp_path, tiny_args, "u", "--seeds", "0", "--methods", f"aspo,{PLUGIN}",
+                         "--rollout-lag", "0,2", "--ratio-anchor", "decoupled")
+    assert all("error" not in r for r in summary["runs"])
+    for lag in (0, 2):
+        mine, aspo = ({k[1:]: v for k, v in _numbers(rows, lag).items() if k[0] == m}
+                      for m in (PLUGIN, "aspo"))
+        assert mine.keys() == aspo.keys() and len(mine) > 20
+        assert all(math.isclose(mine[k], aspo[k], abs_tol=1e-5) for k in mine), lag
+    assert any(r["ess"] < 1 for r in rows if r["lag"] == 2 and r["step"])  # w_b != 1 there
 
 
 @pytest.mark.parametrize("method", na.METHODS)
