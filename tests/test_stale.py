@@ -34,27 +34,38 @@ def _numbers(rows, lag=None):
             r["lag"] == lag for k, v in r.items() if isinstance(v, float)}
 
 
+@pytest.mark.parametrize("kl", ["0", "0.05"])
 def test_lag_zero_is_the_on_policy_run_under_both_anchors_and_beside_a_stale_lag(tmp_path,
-                                                                                  tiny_args):
-    flags = ["--seeds", "0,1", "--methods", "grpo,aspo"]
-    sampler, _ = _run(tmp_path, tiny_args, "s", *flags)
+                                                                                  tiny_args, kl):
+    """Number for number. Beside a stale lag every member has a behaviour model and, under the
+    decoupled anchor, goes through anchor(); the lag-0 ones must still be the on-policy run."""
+    flags = ["--seeds", "0,1", "--methods", "grpo,aspo", "--kl-coef", kl]
+    on_policy, _ = _run(tmp_path, tiny_args, "s", *flags)
     decoupled, _ = _run(tmp_path, tiny_args, "d", *flags, "--ratio-anchor", "decoupled")
-    mixed, _ = _run(tmp_path, tiny_args, "m", *flags, "--rollout-lag", "0,2")
-    assert _numbers(sampler) == _numbers(decoupled)  # no behaviour weight at all on-policy
-    assert _numbers(sampler) == _numbers(mixed, lag=0)  # the stale members do not touch the others
-    assert all(r["drift"] == 0.0 and r["ess"] == 1.0 for r in sampler if r["step"] > 0)
-    assert any(r["drift"] > 0 for r in mixed if r["lag"] == 2 and r["step"])  # those are stale
+    mixed = {anchor: _run(tmp_path, tiny_args, anchor, *flags, "--rollout-lag", "0,2",
+                          "--ratio-anchor", anchor)[0] for anchor in ("sampler", "decoupled")}
+    assert _numbers(on_policy) == _numbers(decoupled)  # no behaviour weight at all on-policy
+    for rows in mixed.values():  # the stale members do not touch the others
+        assert _numbers(on_policy) == _numbers(rows, lag=0)
+        assert any(r["drift"] > 0 and r["ess"] < 1 for r in rows if r["lag"] == 2 and r["step"])
+    assert all(r["drift"] == 0.0 and r["ess"] == 1.0 for r in on_policy if r["step"] > 0)
+    assert _numbers(mixed["sampler"], lag=2) != _numbers(mixed["decoupled"], lag=2)
 
 
-def test_batched_equals_one_at_a_time_at_a_stale_lag(tmp_path, tiny_args):
-    flags = ["--seeds", "0,1", "--methods", "grpo,aspo", "--rollout-lag", "2"]
+@pytest.mark.parametrize("anchor", ["sampler", "decoupled"])
+def test_batched_equals_one_at_a_time_with_members_of_different_lags(tmp_path, tiny_args, anchor):
+    """Every logged number of every step: lag 2 samples the start until step 3, so step 1 alone
+    would not see a stale sampler; lags 0, 1 and 2 in one batched model pick their own weights."""
+    flags = ["--seeds", "0,1", "--methods", "grpo,aspo", "--rollout-lag", "0,1,2",
+             "--ratio-anchor", anchor, "--kl-coef", "0.05"]
     together, _ = _run(tmp_path, tiny_args, "b", *flags)
     alone, _ = _run(tmp_path, tiny_args, "a", *flags, "--no-batch-seeds")
-    a, b = _numbers(together), _numbers(alone)
-    assert a.keys() == b.keys()
-    assert all(math.isclose(a[k], b[k], rel_tol=1e-4, abs_tol=1e-4) for k in a
-               if k[2] == 1), [k for k in a if not math.isclose(a[k], b[k], abs_tol=1e-4)][:5]
-    assert any(r["drift"] > 0 for r in together if r["step"] >= 4)  # stale by then
+    a, b = ({(r["lag"], *key): v for r in rows for key, v in _numbers([r]).items()}
+            for rows in (together, alone))
+    assert a.keys() == b.keys() and {k[3] for k in a} == {0, 1, 2, 3, 4}
+    off = {k: abs(a[k] - b[k]) for k in a if not math.isclose(a[k], b[k], abs_tol=1e-5)}
+    assert not off, sorted(off.items(), key=lambda kv: -kv[1])[:5]
+    assert all(any(r.get("drift", 0) > 0 for r in together if r["lag"] == lag) for lag in (1, 2))
 
 
 @pytest.mark.parametrize("lag", [1, 3])
@@ -114,13 +125,31 @@ def test_the_sampler_anchor_recomputes_the_stale_weights_log_probs(monkeypatch):
 
 def test_mu_one_decoupled_is_the_same_run_for_grpo_and_aspo_sampler_is_not(tmp_path,
                                                                              tiny_args):
+    """Every logged step. One update per batch: under the decoupled anchor u = 1, so grpo and aspo
+    take one gradient (times the same w_b) at every step, and no positive token has u < 0.8. Under
+    the sampler anchor at lag 2, step 1 samples with the weights being trained (r = 1: the same
+    step), but from step 2 on r = pi_theta / pi_start != 1 and the two gradients differ."""
     flags = ["--seeds", "0", "--methods", "grpo,aspo", "--rollout-lag", "2", "--minibatches", "1",
              "--epochs", "1", "--lr", "5e-2"]
-    _, decoupled = _run(tmp_path, tiny_args, "d", *flags, "--ratio-anchor", "decoupled")
-    _, sampler = _run(tmp_path, tiny_args, "s", *flags)
-    d, s = ([r["final"] for r in summary["runs"]] for summary in (decoupled, sampler))
-    assert all(math.isclose(d[0][k], d[1][k], abs_tol=1e-6) for k in d[0])  # u = 1: one gradient
-    assert any(abs(s[0][k] - s[1][k]) > 1e-3 for k in s[0])  # r != 1 from step 2 on
+    decoupled, _ = _run(tmp_path, tiny_args, "d", *flags, "--ratio-anchor", "decoupled")
+    sampler, _ = _run(tmp_path, tiny_args, "s", *flags)
+
+    def by_step(rows):  # step -> (grpo's numbers, aspo's numbers)
+        n = _numbers(rows)
+        return {step: tuple({k[3]: v for k, v in n.items() if k[:3] == (m, 0, step)}
+                            for m in ("grpo", "aspo")) for step in range(5)}
+
+    def same(g, a):
+        return g.keys() == a.keys() and all(math.isclose(g[k], a[k], abs_tol=1e-6) for k in g)
+
+    d, s = by_step(decoupled), by_step(sampler)
+    assert all(same(*d[step]) for step in d), [step for step in d if not same(*d[step])]
+    assert all(r["below08_pos"] == 0 for r in decoupled if r["step"])  # u, not u x w_b
+    assert any(r["ess"] < 1 for r in decoupled if r["step"])  # while w_b != 1
+    assert same(*s[0]) and same(*s[1])  # the start, then r = 1 on the first step
+    assert abs(s[2][0]["grad_norm"] - s[2][1]["grad_norm"]) > 1e-3  # r != 1 from step 2 on
+    assert all(not same(*s[step]) for step in (3, 4))
+    assert any(r.get("below08_pos", 0) > 0 for r in sampler)  # r < 0.8: stale right tokens
 
 
 def test_lag_zero_members_get_no_behaviour_weight_beside_stale_ones(monkeypatch):
@@ -218,20 +247,22 @@ def test_decoupled_weights_are_the_behaviour_weight_times_the_methods_weight(met
 
 def test_staleness_metrics_on_a_hand_made_batch():
     prox = torch.tensor([[[0.0, -1.0, -2.0], [-0.5, 0.0, 0.0]]])  # (S=1, B=2, T=3)
-    behaviour = torch.tensor([[[0.0, -1.5, -1.0], [-0.5, 0.0, 0.0]]])
+    behaviour = torch.tensor([[[0.0, -1.5, -1.0], [-1.5, 0.0, 0.0]]])
     mask = torch.tensor([[[1.0, 1, 1], [1, 1, 0]]])
     m = na.staleness(prox, behaviour, mask)
-    log_w = [0.0, 0.5, -1.0, 0.0, 0.0]
+    log_w = [0.0, 0.5, -1.0, 1.0, 0.0]  # e^1 = 2.72: above the default cap 2
     assert m["drift"][0] == pytest.approx(sum(x * x for x in log_w) / 5)
-    w = [math.exp(x) for x in log_w]
+    w = [math.exp(x) for x in log_w]  # the ESS of the untruncated weights
     assert m["ess"][0] == pytest.approx(sum(w) ** 2 / (5 * sum(x * x for x in w)))
-    # the stale positive tokens and the weights grpo (r) and aspo (min(1/r, c)) give them
-    ratio = torch.tensor([[0.25, 0.5, 0.9, 1.2]], dtype=torch.float64)
+    # the stale positive tokens of the ratio the method sees (u under the decoupled anchor), and
+    # the weights grpo (u) and aspo (min(1/u, c)) give them, times the behaviour weight w_b
+    u = torch.tensor([[0.25, 0.5, 0.9, 1.2]], dtype=torch.float64)
     A = torch.tensor([[1.0, 1.0, 1.0, -1.0]], dtype=torch.float64)
-    r = na.ratio_metrics(ratio, A, torch.ones_like(ratio), 0.2, 0.28, 3.0, torch.ones_like(ratio))
+    w_b = torch.tensor([[1.5, 0.5, 0.5, 1.0]], dtype=torch.float64)  # u x w_b: 0.375 0.25 0.45
+    r = na.ratio_metrics(u, A, torch.ones_like(u), 0.2, 0.28, 3.0, w_b)
     assert r["below08_pos"] == pytest.approx(2 / 3) and r["below03_pos"] == pytest.approx(1 / 3)
-    assert r["w_grpo_below08_pos"] == pytest.approx((0.25 + 0.5) / 2)
-    assert r["w_aspo_below08_pos"] == pytest.approx((3.0 + 2.0) / 2)  # 1/0.25 = 4 capped at c
+    assert r["w_grpo_below08_pos"] == pytest.approx((1.5 * 0.25 + 0.5 * 0.5) / 2)
+    assert r["w_aspo_below08_pos"] == pytest.approx((1.5 * 3.0 + 0.5 * 2.0) / 2)  # 1/0.25 -> c
 
 
 @pytest.mark.parametrize("flags, flag", [
