@@ -105,7 +105,7 @@ class Config:
 
     @property
     def lag_list(self) -> list[int]:
-        return [int(s) for s in self.rollout_lag.split(",") if s.strip()]
+        return [int(s) for s in self.rollout_lag.split(",")]  # "1,,2": int("") fails
 
     @property
     def icepop_bound_pair(self) -> tuple[float, float]:

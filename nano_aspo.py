@@ -9,8 +9,10 @@ sections. ASPO is Wang et al., "Asymmetric Importance Sampling Policy Optimizati
 What it leaves out, so that the algorithm is all there is to read:
 - the task (rewards.py) is addition with two ways to answer, and the reward is exact 0/1;
 - the policy is a 100k-parameter GPT (model.py), pretrained on an imperfect teacher;
-- sampler and trainer are one model in one process, so the first update of every batch is exactly
-  on-policy (r = 1); no entropy bonus, no value model, and by default no KL term (§5);
+- sampler and trainer are one process, and a stale lag L (§12) samples with weights L steps old:
+  the first update of a batch has r = 1 (every method the same gradient) at lag 0, and u = 1 under
+  the decoupled anchor at any lag, but r != 1 under the sampler anchor at L > 0; no entropy bonus,
+  no value model, and by default no KL term (§5);
 - many seeds at once are a batched model (batched.py); the closing statistics are stats.py.
 
     python nano_aspo.py                  # GRPO and ASPO from the same start, paired
@@ -135,10 +137,10 @@ def policy_loss(method: str, logp, old_logp, advantages, mask, eps_low: float = 
     metrics = ratio_metrics(ratio.detach(), A, mask, eps_low, eps_high, clip_c, w_b)
     if method in USER_LOSSES:  # a verl-style loss takes one policy's (B, T): once per member
         fn, w, clip = USER_LOSSES[method], behaviour_weights, (eps_low, eps_high, clip_c)
-        if logp.dim() == 2:
-            return fn(logp, old_logp, advantages, mask, *clip, w), metrics
-        return torch.stack([fn(*args, *clip, w if w is None else w[s]) for s, args in
-                            enumerate(zip(logp, old_logp, advantages, mask))]), metrics
+        loss = (fn(logp, old_logp, advantages, mask, *clip, w) if logp.dim() == 2 else
+                torch.stack([fn(*args, *clip, w if w is None else w[s]) for s, args in
+                             enumerate(zip(logp, old_logp, advantages, mask))]))
+        return loss, metrics | measured_weights(loss, logp, ratio, A, mask)
     pos, neg = A > 0, A < 0
     # PPO-clip with clip-higher (§4): min(r A, clip(r) A), written as a max over losses
     ppo = torch.maximum(-A * ratio, -A * ratio.clamp(1 - eps_low, 1 + eps_high))
@@ -175,11 +177,19 @@ def policy_loss(method: str, logp, old_logp, advantages, mask, eps_low: float = 
                          "or FILE.py:FUNCTION")
     if behaviour_weights is not None:  # the decoupled anchor: w_b x the method's loss (§12)
         per_token = w_b * per_token
-    if per_token.requires_grad:  # in training: the weights this method gives, measured (§3)
-        (grad,) = torch.autograd.grad(per_token.sum(), logp, retain_graph=True)
-        metrics |= stale_weights({"own": -grad / torch.where(A != 0, A, 1)}, ratio.detach(), A,
-                                 mask)
-    return token_mean(per_token, mask), metrics
+    loss = token_mean(per_token, mask)
+    return loss, metrics | measured_weights(loss, logp, ratio, A, mask)
+
+
+def measured_weights(loss, logp, ratio, A, mask) -> dict:
+    """In training (logp requires grad): the weight w_t = -(dL/dlogp_t) N / A_t that the loss gave
+    each token (§3, as token_weights measures it), averaged over the stale right tokens (§13)."""
+    if not loss.requires_grad:
+        return {}
+    (grad,) = torch.autograd.grad(loss.sum(), logp, retain_graph=True, allow_unused=True)
+    n = mask.sum((-2, -1), keepdim=True).clamp(min=1)  # N of each member's token mean
+    w = torch.zeros_like(logp) if grad is None else -grad * n / torch.where(A != 0, A, 1)
+    return stale_weights({"own": w}, ratio.detach(), A, mask)
 
 
 def token_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -215,9 +225,10 @@ def token_weights(method: str, logp, old_logp, advantages, mask, entropy=None, *
 # - sampler anchor: r = pi_theta / pi_behaviour. A right token whose probability fell since it was
 #   sampled has r < 1, already on the first update: grpo weights it r (down to 0, starving it),
 #   aspo min(1/r, c) (up to c = 3, feeding it). E.g. r = 0.5: grpo 0.5, aspo 2.
-# - decoupled anchor (AReaL's decoupled PPO, verl's rollout correction): the method sees
-#   u = pi_theta / pi_prox, and each token's loss is scaled by w_b = sg(min(pi_prox / pi_behaviour,
-#   cap)), the same for every method: the flip acts only on the drift within this step.
+# - decoupled anchor (AReaL's decoupled PPO): the method sees u = pi_theta / pi_prox, each token's
+#   loss scaled by w_b = sg(min(pi_prox / pi_behaviour, cap)), the same for every method: the flip
+#   acts only on the drift within this step. Truncated at the cap as verl's token-level rollout
+#   correction does; AReaL's original loss drops (masks) the tokens above it instead (§12).
 # - old log-probs recomputed with one update per step: u = 1, so aspo = grpo at any lag.
 def anchor(prox_logp, behaviour_logp, cfg):
     """The ratio's anchor (§12): (old log-probs the method's ratio is taken against, and the
@@ -240,18 +251,20 @@ def staleness(prox_logp, behaviour_logp, mask) -> dict:
 
 # %% --- the RL step ------------------------------------------------------------------------
 def rl_step(model, optimizer, prompts: list, cfg, methods: list[str], gens: list, reference=None,
-            behaviour=None):
+            behaviour=None, lags=None):
     """One rollout batch and mu = minibatches x epochs optimizer steps on it. Returns (metrics per
-    member, timings). Why mu > 1 matters: the first minibatch is on-policy (r = 1, every method
-    gives the same gradient, §2); only from the second update on does pi_theta differ from pi_old,
-    r moves, and the methods' weights w(r) differ (§3-§5). mu: how off-policy a batch is trained.
+    member, timings). Why mu > 1 matters: at lag 0 the first minibatch is on-policy (r = 1, every
+    method gives the same gradient, §2; under the decoupled anchor u = 1 at any lag); from the
+    second update on pi_theta moves, and the methods' weights w(r) differ (§3-§5). Under the
+    sampler anchor at lag > 0 they differ from the first: r = pi_theta / pi_behaviour != 1 (§12).
 
     `model` holds S policies (batched.py; S = 1 is one plain policy), member s with its own problems
     prompts[s], method methods[s] and sampling stream gens[s]. Rows are member-major: (S*B, ...) is
     viewed as (S, B, ...), and the loss is the sum of the members' own token means, so each member's
     gradient is its own; one whose loss turns non-finite gets "error" and no more updates.
     `reference`: the start policy (as many members), for --kl-coef.
-    `behaviour`: the members' stale weights that sample the batch (§12); None: `model` samples."""
+    `behaviour`: the members' stale weights that sample the batch (§12), lags[s] steps old (lags
+    None: all stale); None: `model` samples. A lag-0 member is on-policy: no behaviour weight."""
     S, t0 = len(methods), time.time()
     model.eval()
     sampler = model if behaviour is None else behaviour.eval()
@@ -274,6 +287,7 @@ def rl_step(model, optimizer, prompts: list, cfg, methods: list[str], gens: list
     old_logp, w_b = anchor(prox_logp, behaviour_logp, cfg) if behaviour else (prox_logp, None)
     t1, mask = time.time(), roll.mask.view(S, B, -1)
     stale = staleness(prox_logp, behaviour_logp, mask)
+    weighted = [w_b is not None and (lags is None or lags[s] > 0) for s in range(S)]
     metrics = [group_stats(rewards.view(S, -1, cfg.group)[s], batched.member(roll, s, S),
                            texts[s * B:(s + 1) * B], cfg.group)
                | {key: v[s] for key, v in stale.items()} for s in range(S)]
@@ -293,13 +307,13 @@ def rl_step(model, optimizer, prompts: list, cfg, methods: list[str], gens: list
                 drift = ((logp - prox).abs() * msk).max().item()
                 assert drift < 1e-5, f"first minibatch is not on-policy: max |log u| = {drift:.2e}"
             losses, member_metrics = torch.zeros(S, device=device), [{} for _ in range(S)]
-            for method in dict.fromkeys(methods):  # the members of each method in one call
-                idx = [s for s in range(S) if methods[s] == method]
+            for key in dict.fromkeys(zip(methods, weighted)):  # a call per method, and w_b or not
+                idx, method = [s for s in range(S) if (methods[s], weighted[s]) == key], key[0]
                 try:
                     loss, m = policy_loss(method, logp[idx], old[idx], a[idx], msk[idx],
                                           cfg.eps_low, cfg.eps_high, cfg.clip_c,
                                           entropy=entropy[idx],
-                                          behaviour_weights=None if w is None else w[idx],
+                                          behaviour_weights=w[idx] if key[1] else None,
                                           **peers.options(cfg))
                 except ValueError as e:  # a user's loss that fails stops its own runs only
                     loss, m = torch.full((len(idx),), math.nan, device=device), {}
@@ -420,17 +434,6 @@ def eval_seed(seed: int) -> int:
     return seed * 7919 + 1
 
 
-def console_line(label, seed, step, m, k) -> str:
-    ev = (f" | pass@1 {m['eval_pass@1']:.3f}+-{m['eval_pass@1_se']:.3f} pass@{k} "
-          f"{m[f'eval_pass@{k}']:.3f}+-{m[f'eval_pass@{k}_se']:.3f} ent {m['eval_entropy']:.3f}"
-          + (f" careful(hard) {m['eval_careful_hard']:.2f}" if "eval_careful_hard" in m else "")
-          if "eval_pass@1" in m else "")
-    return (f"{label:7s} s{seed:<3d} step {step:4d} | reward {m['reward']:.3f} ent "
-            f"{m['entropy']:.3f} dead {m['dead_groups']:.2f} |log r| "
-            f"{m.get('abs_log_ratio', 0):.3f} clip+ {m.get('clip_high_pos', 0):.3f} dual+ "
-            f"{m.get('clip_dual_pos', 0):.3f} drift {m['drift']:.4f} ess {m['ess']:.2f}{ev}")
-
-
 def show_samples(method, samples):
     """A few held-out prompts, each with the teacher's answer and 8 of the policy's completions."""
     for problem, outs in samples:
@@ -461,7 +464,7 @@ def train_rl(start_state, cfg: Config, runs: list[dict], device, train_pool, tes
         prompts = [rng.sample(train_pool, cfg.prompts) for rng in prompt_rngs]
         if behaviour is not None:
             batched.load_stale(behaviour, history, lags)
-        ms, t = rl_step(model, optimizer, prompts, cfg, methods, gens, reference, behaviour)
+        ms, t = rl_step(model, optimizer, prompts, cfg, methods, gens, reference, behaviour, lags)
         if behaviour is not None:
             history.append(batched.snapshot(model))
         for key, v in t.items():
@@ -489,10 +492,9 @@ def train_rl(start_state, cfg: Config, runs: list[dict], device, train_pool, tes
                                       or "samples" in m):
                 continue
             samples = m.pop("samples", [])
-            print(console_line(stats.label(run), run["seed"], step, m, cfg.k))
+            print(stats.console_line(run, step, m, cfg.k))
             show_samples(stats.label(run), samples)
-            log_file.write(json.dumps({"method": run["method"], "lag": run["lag"],
-                                       "seed": run["seed"], "step": step, **m}) + "\n")
+            log_file.write(json.dumps(stats.row(run, step) | m) + "\n")
         log_file.flush()
         if all("error" in run for run in runs):
             break
@@ -520,8 +522,9 @@ def main(argv=None) -> int:
             return fail(f"--{name} too large for this task: {e}")
     for spec in (m for m in cfg.method_list if ".py:" in m):  # a user's loss: loaded and tried now
         from integrations.user_loss import register_user_loss  # the core's one lazy import
-        try:
-            register_user_loss(spec, USER_LOSSES)
+        try:  # a stale lag under the decoupled anchor will hand it behaviour weights (§12)
+            register_user_loss(spec, USER_LOSSES, cfg.ratio_anchor == "decoupled"
+                               and max(cfg.lag_list) > 0)
         except ValueError as e:
             return fail(f"--methods {e}")
     t_start, out = time.time(), Path(cfg.out_dir)
@@ -542,7 +545,8 @@ def main(argv=None) -> int:
     print(stats.start_line(start, cfg.k))
     show_samples("init", initial.pop("samples"))
     # every (method, lag, seed) is one run; a seed's runs share prompts and draws (paired, §10)
-    runs = [{"method": m, "lag": lag, "seed": seed, "initial": start, "final": None}
+    runs = [{"method": m, "lag": lag, "anchor": cfg.ratio_anchor, "seed": seed, "initial": start,
+             "final": None}
             for lag in cfg.lag_list
             for seed in (cfg.seed_list if cfg.steps else []) for m in cfg.method_list]
     size = max(1, min(cfg.max_members, len(runs))) if cfg.batch_seeds else 1  # per batch
@@ -556,9 +560,8 @@ def main(argv=None) -> int:
     with open(out / "metrics.jsonl", "w") as log_file:
         try:
             for run in runs:
-                log_file.write(json.dumps({"method": run["method"], "lag": run["lag"],
-                                           "seed": run["seed"], "step": 0, **initial,
-                                           "eval_problems": len(test_set)}) + "\n")
+                log_file.write(json.dumps(stats.row(run, 0) | initial
+                                          | {"eval_problems": len(test_set)}) + "\n")
             for first in range(0, len(runs), size):
                 train_rl(model.state_dict(), cfg, runs[first:first + size], device, train_pool,
                          test_set, log_file)

@@ -1,7 +1,8 @@
 """Statistics over problems and over paired seeds (ASPO.md §10), for nano_aspo.py's closing table
-and experiments/runs.py's reports: bootstrap standard errors and intervals, the paired comparison of
-two methods run on the same seeds, t intervals, and for an outcome decided once per seed (locked in
-or not) its share with a Wilson interval and the exact McNemar test of two arms."""
+(and its lines per step) and experiments/runs.py's reports: bootstrap standard errors and intervals,
+the paired comparison of two methods run on the same seeds, t intervals, and for an outcome decided
+once per seed (locked in or not) its share with a Wilson interval and the exact McNemar test of two
+arms."""
 import math
 
 import numpy as np
@@ -158,6 +159,29 @@ def label(run: dict) -> str:
     return run["method"] + (f" L{run['lag']}" if run.get("lag") else "")
 
 
+def row(run: dict, step: int) -> dict:
+    """The head of a run's metrics.jsonl row: method, lag, the ratio's anchor (§12), seed and step;
+    from step 1 on, batch_from: whose samples the training batch's numbers (reward, entropy,
+    dead_groups, distinct, careful) are: the policy's own at lag 0, else the stale sampler's."""
+    head = {key: run[key] for key in ("method", "lag", "anchor", "seed") if key in run}
+    return head | {"step": step} | ({"batch_from": "stale sampler" if run["lag"] else "policy"}
+                                    if step else {})
+
+
+def console_line(run: dict, step: int, m: dict, k: int) -> str:
+    """A logged step of a run (metrics m) on one line: its training batch (the stale sampler's at
+    lag > 0, §12), the ratio and staleness, and the held-out numbers where it was evaluated."""
+    ev = (f" | pass@1 {m['eval_pass@1']:.3f}+-{m['eval_pass@1_se']:.3f} pass@{k} "
+          f"{m[f'eval_pass@{k}']:.3f}+-{m[f'eval_pass@{k}_se']:.3f} ent {m['eval_entropy']:.3f}"
+          + (f" careful(hard) {m['eval_careful_hard']:.2f}" if "eval_careful_hard" in m else "")
+          if "eval_pass@1" in m else "")
+    return (f"{label(run):7s} s{run['seed']:<3d} step {step:4d} | "
+            f"{'sampler batch: ' if run['lag'] else ''}reward {m['reward']:.3f} ent "
+            f"{m['entropy']:.3f} dead {m['dead_groups']:.2f} |log r| "
+            f"{m.get('abs_log_ratio', 0):.3f} clip+ {m.get('clip_high_pos', 0):.3f} dual+ "
+            f"{m.get('clip_dual_pos', 0):.3f} drift {m['drift']:.4f} ess {m['ess']:.2f}{ev}")
+
+
 def by_lag(runs: list[dict]) -> dict:
     """{lag: that lag's runs, each with its arm's label as its method}: comparisons stay in a
     lag."""
@@ -188,17 +212,24 @@ def compare(runs: list[dict]) -> dict:
 OUTCOMES = {"forgot": forgot, "escaped": escaped}
 # per run, mean over steps (summary.json "stale"): the staleness, where the positive tokens' ratios
 # lie (the dose ladder's figure draws them) and the weights given to the stale ones (ASPO.md §13)
-MECHANISM = ("drift", "ess", "below08_pos", "w_grpo_below08_pos", "w_aspo_below08_pos",
-             "below1_pos", "below05_pos", "below03_pos", "clip_high_pos", "w_own_below08_pos",
-             "w_own_below03_pos")
+MECHANISM = ("drift", "ess", "below08_pos", "below03_pos", "w_grpo_below08_pos",
+             "w_aspo_below08_pos", "below1_pos", "below05_pos", "clip_high_pos",
+             "w_own_below08_pos", "w_own_below03_pos")
 
 
 def summary_lines(start: dict, runs: list[dict], summary: dict, k: int) -> list[str]:
     """nano_aspo.py's closing table: the start; per arm (method and lag) the end (mean over seeds)
     and its outcomes per seed (share, 95% Wilson); the staleness and the weights the methods give
     stale positive tokens (mean over steps); then the paired differences against grpo at the same
-    lag (t intervals, §10) and the outcomes paired by exact McNemar."""
+    lag (t intervals, §10) and the outcomes paired by exact McNemar. At lag > 0 the runs' anchor
+    (§12) is named: under the decoupled one the ratio of those tokens is u = pi_theta / pi_prox."""
     lines = [start_line(start, k)]
+    anchor = next((r.get("anchor", "sampler") for r in runs if r.get("lag")), None)
+    x = "u" if anchor == "decoupled" else "r"  # the ratio the method's weight sees
+    if anchor:
+        lines.append(f"arms: method and lag L > 0 (stale rollouts, the {anchor} anchor: "
+                     + ("u = pi_theta/pi_prox times w_b" if x == "u" else
+                        "r = pi_theta/pi_behaviour") + ", §12)")
     keys = [key for key in ("entropy", "pass@1", "pass@k", "hard_pass@k", "careful_hard")
             if key in start]
     shares = {(o["method"], o["outcome"]): o for o in summary["outcomes"]}
@@ -221,17 +252,17 @@ def summary_lines(start: dict, runs: list[dict], summary: dict, k: int) -> list[
                 + "".join(f" | {c:>22s}" for c in cells))
     stale = [r for r in runs if r.get("stale")]
     if stale:
-        lines.append("staleness and positive tokens with r < 0.8 (mean over steps and seeds): "
-                     "drift E[(log pi_prox/pi_behaviour)^2], ESS, their share, the weight grpo and "
-                     "aspo give them")
+        lines.append(f"staleness and positive tokens with {x} < 0.8 (mean over steps and seeds): "
+                     "drift E[(log pi_prox/pi_behaviour)^2], ESS, their share (and below 1/3), the "
+                     "weight grpo and aspo give them" + (" (times w_b)" if x == "u" else ""))
     for arm_runs in by_lag(stale).values():
         for arm in dict.fromkeys(r["method"] for r in arm_runs):
             v = {key: np.mean([x for r in arm_runs if r["method"] == arm
                                for x in [r["stale"].get(key)] if x is not None] or [np.nan])
                  for key in MECHANISM}
             lines.append(f"  {arm:16s} drift {v['drift']:.4f}  ESS {v['ess']:.3f}  share "
-                         f"{v['below08_pos']:.3f}  weight grpo {v['w_grpo_below08_pos']:.2f} "
-                         f"aspo {v['w_aspo_below08_pos']:.2f}")
+                         f"{v['below08_pos']:.3f} (1/3: {v['below03_pos']:.3f})  weight grpo "
+                         f"{v['w_grpo_below08_pos']:.2f} aspo {v['w_aspo_below08_pos']:.2f}")
     if summary["comparison"]:
         seeds = min(len(c["seeds"]) for c in summary["comparison"])
         lines.append("paired differences (final held-out; mean, 95% t interval over seeds, seeds "

@@ -27,10 +27,10 @@ def plot_curves(metrics: list[Path], path: Path, plt):
     that metric (older runs, or a metric only some runs write)."""
     rows = read_metrics(metrics)
     k = next(key for key in rows[-1] if key.startswith("eval_pass@") and key != "eval_pass@1")
-    panels = [("entropy", "policy entropy (nats/token, own samples)"),
+    panels = [("entropy", "train batch entropy (nats/token; at lag > 0 the stale sampler's)"),
               ("eval_pass@1", "held-out pass@1"),
               (k, f"held-out pass@{k.split('@')[1]}"),
-              ("dead_groups", "share of dead groups (train batch)"),
+              ("dead_groups", "share of dead groups (train batch; at lag > 0 the stale sampler's)"),
               ("eval_careful_hard", "careful strategy's share on hard held-out problems"),
               ("drift", "staleness: drift E[(log pi_prox/pi_behaviour)^2] (§12)")]
     fig, axes = plt.subplots(2, 3, figsize=(15, 7.5))

@@ -108,12 +108,23 @@ def verl_config(mask, eps_low, eps_high, clip_c):
                                              clip_cov_ub=5.0, kl_cov_ratio=0.0002, ppo_kl_coef=0.1, dro_beta=None))
 
 
+NO_WEIGHTS = ("it does not take rollout_is_weights, which --ratio-anchor decoupled passes at a "
+              "--rollout-lag above 0 (the behaviour weights, ASPO.md §12)")
+
+
+def takes_weights(fn) -> bool:
+    """Whether fn can be handed rollout_is_weights: by that name or through **kwargs."""
+    return any(p.name == "rollout_is_weights" or p.kind is p.VAR_KEYWORD
+               for p in inspect.signature(fn).parameters.values())
+
+
 def call_verl_loss(fn, logp, old_logp, advantages, mask, eps_low=0.2, eps_high=0.28, clip_c=3.0,
                    rollout_is_weights=None, **_):
     """fn called as verl's actor calls a policy loss, returning its scalar loss. fn gets per-token
     advantages (B, T) (constant along a row, §1), the response mask, loss_agg_mode="token-mean" (§3),
     config (verl_config: the clip settings and verl's other fields) and rollout_is_weights=None (no
-    rollout correction; under --ratio-anchor decoupled the behaviour weights, ASPO.md §12); its loss is its return value or the first element of it (verl returns
+    rollout correction; under --ratio-anchor decoupled at a lag above 0 the behaviour weights,
+    ASPO.md §12); its loss is its return value or the first element of it (verl returns
     (loss, metrics) or, before 0.6.1, a 4-tuple). ValueError, one line, where fn raises, returns no
     scalar, or returns a loss without a gradient. Keywords fn has no use for (entropy, ...) are dropped."""
     A = advantages[:, None].expand_as(logp)
@@ -122,9 +133,8 @@ def call_verl_loss(fn, logp, old_logp, advantages, mask, eps_low=0.2, eps_high=0
              "config": verl_config(mask, eps_low, eps_high, clip_c)}
     names = verl_params(fn)
     if rollout_is_weights is not None and "rollout_is_weights" not in names:
-        if not any(p.kind is p.VAR_KEYWORD for p in inspect.signature(fn).parameters.values()):
-            raise ValueError("it does not take rollout_is_weights, which --ratio-anchor decoupled "
-                             "passes (the behaviour weights, ASPO.md §12)")
+        if not takes_weights(fn):
+            raise ValueError(NO_WEIGHTS)
         names.append("rollout_is_weights")
     all_true = torch.ones_like(mask, dtype=torch.bool)
     try:
@@ -140,24 +150,39 @@ def call_verl_loss(fn, logp, old_logp, advantages, mask, eps_low=0.2, eps_high=0
     return loss.reshape(())
 
 
+def try_loss(loss, weights: bool = False):
+    """loss (policy_loss's arguments) called once on a small batch: several rows (a loss per row
+    instead of one scalar shows only there), both signs of A, a padding token, and where `weights`
+    behaviour weights (rollout_is_weights) too. ValueError (one line) where it fails."""
+    logp = torch.zeros(3, 2, requires_grad=True)
+    mask = torch.tensor([[1.0, 1.0], [1.0, 1.0], [1.0, 0.0]])
+    w = torch.tensor([[1.0, 2.0], [0.5, 1.0], [1.0, 1.0]]) if weights else None
+    loss(logp, logp.detach(), torch.tensor([1.0, -1.0, 0.5]), mask, rollout_is_weights=w)
+
+
 @functools.lru_cache(maxsize=None)  # loaded and tried once per run (failures are not cached)
 def user_loss(spec: str):
     """The loss of 'FILE.py:FUNCTION' as a function (logp, old_logp, advantages, mask, eps_low, eps_high,
-    clip_c) -> scalar loss, tried once on a small batch so that a broken loss stops before
-    pretraining: several rows (a loss per row instead of one scalar shows only there), both signs
-    of A and a padding token. ValueError (one line) otherwise."""
-    fn = load_verl_loss(spec)
-    logp = torch.zeros(3, 2, requires_grad=True)
-    mask = torch.tensor([[1.0, 1.0], [1.0, 1.0], [1.0, 0.0]])
-    call_verl_loss(fn, logp, logp.detach(), torch.tensor([1.0, -1.0, 0.5]), mask)
-    return functools.partial(call_verl_loss, fn)
+    clip_c) -> scalar loss, tried once (try_loss) so that a broken loss stops before pretraining.
+    ValueError (one line) otherwise."""
+    loss = functools.partial(call_verl_loss, load_verl_loss(spec))
+    try_loss(loss)
+    return loss
 
 
-def register_user_loss(spec: str, registry: dict):
+def register_user_loss(spec: str, registry: dict, weights: bool = False):
     """Load and try the loss of 'FILE.py:FUNCTION' (user_loss) and enter it in `registry`
-    (nano_aspo.USER_LOSSES), so that nano_aspo.policy_loss(spec, ...) calls it. ValueError, one line
-    naming the spec, where it cannot be used."""
+    (nano_aspo.USER_LOSSES), so that nano_aspo.policy_loss(spec, ...) calls it. weights: the run
+    will hand it behaviour weights (--ratio-anchor decoupled at a lag above 0, ASPO.md §12), so it
+    must take rollout_is_weights and is tried with them too. ValueError, one line naming the spec,
+    where it cannot be used."""
     try:
-        registry[spec] = user_loss(spec)
+        loss = user_loss(spec)
+        try:  # one that cannot take the behaviour weights is refused here, not at step 1
+            try_loss(loss, weights)
+        except ValueError as e:
+            raise ValueError(e if str(e) == NO_WEIGHTS else f"{e}, handed rollout_is_weights as "
+                             "--ratio-anchor decoupled at a lag above 0 does") from None
+        registry[spec] = loss
     except ValueError as e:
         raise ValueError(f"{spec}: {e}") from None
