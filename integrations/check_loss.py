@@ -14,6 +14,7 @@ method computed the same way through nano_aspo.policy_loss. Exit 0: every branch
 reference; 1: a line per branch that is not; 2: bad input (one line).
 """
 import argparse
+import functools
 import math
 import sys
 from dataclasses import dataclass
@@ -24,13 +25,16 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository: nano_aspo.py and its modules
 import nano_aspo as na  # noqa: E402
+import peers  # noqa: E402
 from integrations.user_loss import one_line, register_user_loss  # noqa: E402
 
 TOLERANCE = 1e-4
 # the references: every built-in method but the entropy-split ones, which clip each token by its entropy under
 # the current policy, an input verl's policy-loss call does not give (at equal entropies they are grpo, grpo
-# with the soft negative dual-clip, and aspo)
-REFERENCES = na.FLAT_CLIP_METHODS
+# with the soft negative dual-clip, and aspo); the split rungs and the peers of the dose ladder (§13). m2po's
+# weight depends on the whole batch: in a probe whose tokens share one ratio beyond its budget it keeps one
+# token (AReaL's rule), so its table reads that case
+REFERENCES = na.FLAT_CLIP_METHODS + na.SPLIT_METHODS + tuple(peers.LOSSES)
 # two completions of four tokens; the second one's last token is padding (mask 0)
 OLD_LOGP = torch.tensor([[-1.7, -0.9, -2.3, -0.4], [-1.2, -3.0, -0.6, -1.5]], dtype=torch.float64)
 MASK = torch.tensor([[1.0, 1, 1, 1], [1, 1, 1, 0]], dtype=torch.float64)
@@ -107,6 +111,12 @@ def weight_table(method: str, eps_low: float, eps_high: float, clip_c: float) ->
                              "weight to compare (a detached or constant loss on that side?)")
     return [(b, [(probe_weights(method, probe, b.sign, clip)[b.token] / units[b.sign][b.unit]).item() for probe in b.probes])
             for b in branches(eps_low, eps_high, clip_c)]
+
+
+@functools.lru_cache(maxsize=None)
+def reference_table(method: str, eps_low: float, eps_high: float, clip_c: float):
+    """weight_table of a built-in method, computed once per flags (it cannot change in a process)."""
+    return weight_table(method, eps_low, eps_high, clip_c)
 
 
 def formula(branch: Branch, ws: list[float], clip_c: float) -> str:
@@ -200,7 +210,7 @@ def main(argv=None) -> int:
             measured = weight_table(a.function, **clip)
         except (ValueError, RuntimeError) as e:  # RuntimeError: autograd on a malformed graph
             raise ValueError(f"{a.function}: {e if isinstance(e, ValueError) else one_line(e)}") from None
-        tables = {m: weight_table(m, **clip) for m in REFERENCES}
+        tables = {m: reference_table(m, **clip) for m in REFERENCES}
         lines, mismatches = report(a.function, measured, tables, a.reference, clip)
         print("\n".join(lines))
         if a.plot:

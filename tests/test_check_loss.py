@@ -72,6 +72,21 @@ def test_each_builtin_passes_against_itself_and_fails_against_the_others(capsys,
                       "A > 0, 1 <= r < 1+eps_high: w = r, aspo expects 1/r",
                       "A > 0, mixed row: its token at r: w = r, aspo expects 1/r",
                       "A < 0, r > c: w = 0, aspo expects c"]),
+    # the two halves of the flip (§13): each is aspo but on the other half
+    ("aspo", "aspo-fall", ["A > 0, 1 <= r < 1+eps_high: w = 1/r, aspo-fall expects r"]),
+    ("aspo", "aspo-rise", ["A > 0, r < 1/c: w = c, aspo-rise expects r",
+                           "A > 0, 1/c <= r < 1-eps_low: w = 1/r, aspo-rise expects r",
+                           "A > 0, 1-eps_low <= r < 1: w = 1/r, aspo-rise expects r",
+                           "A > 0, mixed row: its token at r: w = 1/r, aspo-rise expects r"]),
+    # verl's CISPO: a floor of 1 - eps_low and a ceiling of 1 + eps_high where grpo stops the gradient
+    ("grpo", "cispo-verl", ["A > 0, r < 1/c: w = r, cispo-verl expects 0.8, 0.8",
+                            "A > 0, 1/c <= r < 1-eps_low: w = r, cispo-verl expects 0.8, 0.8",
+                            "A > 0, 1+eps_high <= r < c: w = 0, cispo-verl expects 1.28, 1.28",
+                            "A > 0, r > c: w = 0, cispo-verl expects 1.28, 1.28",
+                            "A < 0, r < 1/c: w = 0, cispo-verl expects 0.8, 0.8",
+                            "A < 0, 1/c <= r < 1-eps_low: w = 0, cispo-verl expects 0.8, 0.8",
+                            "A < 0, 1+eps_high <= r < c: w = r, cispo-verl expects 1.28, 1.28",
+                            "A < 0, r > c: w = 0, cispo-verl expects 1.28, 1.28"]),
 ])
 def test_mismatch_lines_name_the_branch_and_both_weights(capsys, method, reference, want):
     rc, out, _ = run(capsys, method, "--reference", reference)
@@ -84,7 +99,9 @@ def test_unflipped_ratio_is_caught_on_the_positive_branches(capsys):
     assert rc == 1
     assert "A > 0, 1/c <= r < 1-eps_low: w = r, aspo expects 1/r" in lines
     assert all(ln.startswith("A > 0, ") for ln in lines), lines  # its negative side is right
-    assert "closest built-in method: grpo (1 of 18 branches differ" in "\n".join(out)  # GRPO's positive weights
+    # grpo's positive weights beside aspo's negative side: of the built-ins, aspo-rise (which flips only
+    # 1 <= r <= 1 + eps_high) is one branch away, and by a smaller gap than grpo (its hard dual-clip)
+    assert "closest built-in method: aspo-rise (1 of 18 branches differ" in "\n".join(out)
 
 
 def test_dual_clip_through_detached_logp_is_caught_below_one_over_c(capsys):
