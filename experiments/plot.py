@@ -3,6 +3,7 @@
     python experiments/plot.py --metrics out/metrics.jsonl     # out/curves.png: that run's curves, beside its outputs
     python experiments/plot.py --weights --out-dir assets      # assets/weights.png: w(r) of each method (README)
     python experiments/plot.py --tradeoff experiments/runs/tradeoff --out-dir assets   # assets/tradeoff.png (README)
+    python experiments/plot.py --dose experiments/runs --out-dir assets   # assets/dose_ladder.png (README, phase 8)
 
 A figure goes to --out-dir, by default the folder of the run it draws, so a reader's own run never
 overwrites the README's figures in assets/: only the commands that regenerate those name assets/.
@@ -11,6 +12,7 @@ The weight figure is computed by autograd through nano_aspo.policy_loss, so it c
 code: for one token with advantage A = +1 or -1, w = -dL/dlogp / A (ASPO.md §3).
 """
 import argparse
+import itertools
 import sys
 from pathlib import Path
 
@@ -18,8 +20,10 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository: nano_aspo.py and its modules
 from experiments.results import label_order, load_suite, read_metrics  # noqa: E402
-from integrations.weight_figure import color, plot_weights  # noqa: E402 (check_loss --plot's too)
+from integrations.weight_figure import color, plot_weights, weights  # noqa: E402 (check_loss --plot's too)
+import nano_aspo as na  # noqa: E402
 import stats  # noqa: E402 (the core's: an arm's label)
+import torch  # noqa: E402
 
 def plot_curves(metrics: list[Path], path: Path, plt):
     """One panel per metric, one line per arm (method and lag; dashed where the rollouts are stale,
@@ -100,6 +104,74 @@ def plot_tradeoff(folder: Path, path: Path, plt):
     print(f"wrote {path}")
 
 
+# the bins of the positive tokens' ratios that every run keeps (stats.MECHANISM): (lower edge, share key)
+RATIO_BINS = ((1 / 3, "below03_pos"), (0.5, "below05_pos"), (0.8, "below08_pos"), (1.0, "below1_pos"))
+
+
+def plot_dose(root: Path, path: Path, plt):
+    """The dose ladder (experiments/README.md phase 8, ASPO.md §13). Left: the weight each rung gives a
+    positive token against its ratio r, by autograd through policy_loss (one token per completion; m2po's
+    depends on the whole batch and is left out), over the measured distribution of r of the positive tokens
+    at lag 8 (grpo's runs, mean over steps and seeds, log scale). Right: each rung's final careful share on
+    hard problems, mean over seeds with its 95% t interval, and rung - grpo paired by seed."""
+    from experiments.runs import DOSE_RUNGS, dose_arms
+    by = dose_arms(root).get("ladder")
+    if not by:
+        raise ValueError(f"no finished dose-ladder runs under {root / 'dose' / 'ladder'}")
+    rungs = [r for r in DOSE_RUNGS if any(m == r for m, _ in by)]
+    seeds = sorted(s for m, s in by if m == "grpo")
+    hue = dict(zip(DOSE_RUNGS, plt.get_cmap("tab10").colors))  # ten rungs, ten colors
+    fig, (ax, bx) = plt.subplots(1, 2, figsize=(14, 5.2), gridspec_kw={"width_ratios": [1.25, 1]})
+    # the measured distribution: each bin's share, from the cumulative shares the runs keep
+    stale = [r["stale"] for (m, _), r in by.items() if m == "grpo" and r.get("stale")]
+    cum = {key: np.mean([x[key] for x in stale if x.get(key) is not None])
+           for _, key in RATIO_BINS + ((0, "clip_high_pos"),)}
+    edges = [0.12] + [b for b, _ in RATIO_BINS] + [1 + na.Config().eps_high, 1.7]
+    below = [0.0] + [cum[key] for _, key in RATIO_BINS]
+    shares = list(np.diff(below)) + [1 - below[-1] - cum["clip_high_pos"], cum["clip_high_pos"]]
+    hist = ax.twinx()
+    hist.bar(edges[:-1], shares, width=np.diff(edges), align="edge", color="0.88", edgecolor="0.7", log=True)
+    hist.set_ylabel("share of positive tokens in each bin (grpo's runs; log scale)", color="0.4")
+    ax.set_zorder(hist.get_zorder() + 1)
+    ax.patch.set_visible(False)
+    clip = {key: getattr(na.Config(), key) for key in ("eps_low", "eps_high", "clip_c")}
+    r = torch.logspace(np.log10(edges[0]), np.log10(edges[-1]), 400).double()
+    for rung, style in zip([x for x in rungs if x != "m2po"], itertools.cycle(("-", "--", ":", "-."))):
+        ax.plot(r, weights(rung, r, 1.0, **clip), style, color=hue[rung], lw=2, label=rung)
+    ax.set_xscale("log")
+    ticks = [1 / 3, 0.5, 0.8, 1, 1 + clip["eps_high"]]
+    ax.set_xticks(ticks, [f"{t:.3g}" for t in ticks])
+    ax.minorticks_off()
+    ax.set_xlabel("r = pi_theta / pi_behaviour of a positive token (A > 0), log scale")
+    ax.set_ylabel("weight w in grad = -A w grad log pi / N")
+    ax.set_title("the dose a stale right token gets (r < 1: its probability fell)")
+    ax.legend(fontsize=8, ncol=2, loc="upper right")
+    ax.grid(alpha=0.3)
+    grpo = np.array([by["grpo", s]["final"]["careful_hard"] for s in seeds])
+    start = by["grpo", seeds[0]]["initial"]["careful_hard"]
+    for i, rung in enumerate(rungs):
+        vals = np.array([by[rung, s]["final"]["careful_hard"] for s in seeds if (rung, s) in by])
+        lo, hi = stats.t_interval(vals) or (vals.mean(), vals.mean())
+        bx.errorbar(vals.mean(), i, xerr=[[vals.mean() - lo], [hi - vals.mean()]], fmt="o", color=hue[rung],
+                    capsize=3)
+        if rung != "grpo" and len(vals) == len(grpo):
+            d = vals - grpo
+            dlo, dhi = stats.t_interval(d) or (d.mean(), d.mean())
+            bx.annotate(f"{d.mean():+.3f} [{dlo:+.3f}, {dhi:+.3f}]", (hi, i), xytext=(6, -3),
+                        textcoords="offset points", fontsize=8)
+    bx.axvline(start, color="gray", ls=":", lw=1)
+    bx.text(start, len(rungs) - 0.4, " start", color="gray", fontsize=8)
+    bx.set_yticks(range(len(rungs)), rungs)
+    bx.invert_yaxis()
+    bx.set_xlabel("final careful share on hard problems (mean, 95% t interval over seeds)")
+    bx.set_title(f"what each dose kept ({len(seeds)} paired seeds; text: rung - grpo, paired t 95%)", fontsize=10)
+    bx.grid(alpha=0.3, axis="x")
+    fig.suptitle("The dose ladder at lag 8, sampler anchor, mu 32, 100 steps (experiments/README.md phase 8)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    print(f"wrote {path}")
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--metrics", type=Path, nargs="+",
@@ -107,12 +179,14 @@ def main(argv=None):
     p.add_argument("--weights", action="store_true", help="weights.png: w(r) of each built-in method, from policy_loss")
     p.add_argument("--tradeoff", metavar="FOLDER", type=Path,
                    help="tradeoff.png from runs.py's tradeoff suite in FOLDER (e.g. experiments/runs/tradeoff)")
+    p.add_argument("--dose", metavar="ROOT", type=Path,
+                   help="dose_ladder.png from runs.py's dose suite under ROOT (e.g. experiments/runs)")
     p.add_argument("--out-dir", type=Path, help="folder the PNGs go to (default: the folder of the first metrics "
                                                 "file or of FOLDER; assets only where you name it)")
     args = p.parse_args(argv)
-    if not (args.metrics or args.weights or args.tradeoff):
-        p.error("nothing to draw: give --metrics, --weights or --tradeoff")
-    out = args.out_dir or (args.metrics[0].parent if args.metrics else args.tradeoff or Path("."))
+    if not (args.metrics or args.weights or args.tradeoff or args.dose):
+        p.error("nothing to draw: give --metrics, --weights, --tradeoff or --dose")
+    out = args.out_dir or (args.metrics[0].parent if args.metrics else args.tradeoff or args.dose or Path("."))
     try:
         import matplotlib
         matplotlib.use("Agg")
@@ -129,6 +203,8 @@ def main(argv=None):
             plot_curves(args.metrics, out / "curves.png", plt)
         if args.tradeoff:
             plot_tradeoff(args.tradeoff, out / "tradeoff.png", plt)
+        if args.dose:
+            plot_dose(args.dose, out / "dose_ladder.png", plt)
     except (OSError, ValueError) as e:
         print(f"plot.py: error: {e}", file=sys.stderr)
         return 1

@@ -68,3 +68,31 @@ def test_main_errors(tmp_path, capsys):
     assert plot.main(["--tradeoff", str(tmp_path)]) == 1  # no finished runs: one line, exit 1
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("plot.py: error: ") and "no finished runs" in err[0]
+
+
+def _dose_root(tmp_path, rungs=("grpo", "aspo", "icepop"), seeds=(0, 1, 2)):
+    """A finished dose-ladder arm as runs.py writes it: one summary.json of paired runs."""
+    import json
+    stale = {"below03_pos": 0.002, "below05_pos": 0.004, "below08_pos": 0.01, "below1_pos": 0.3,
+             "clip_high_pos": 0.01}
+    runs = [{"method": m, "lag": 8, "seed": s, "initial": {"careful_hard": 0.1}, "stale": stale,
+             "final": {"careful_hard": 0.05 + 0.1 * i + 0.01 * s}}
+            for s in seeds for i, m in enumerate(rungs)]
+    out = tmp_path / "dose" / "ladder" / "s0-2"
+    out.mkdir(parents=True)
+    (out / "summary.json").write_text(json.dumps({"runs": runs}))
+    return tmp_path
+
+
+def test_dose_figure_draws_the_ladder(tmp_path):
+    require("matplotlib", "the dose figure")
+    root = _dose_root(tmp_path)
+    assert plot.main(["--dose", str(root), "--out-dir", str(tmp_path / "fig")]) == 0
+    assert (tmp_path / "fig" / "dose_ladder.png").stat().st_size > 10_000
+
+
+def test_dose_figure_without_runs_is_a_one_line_error(tmp_path, capsys):
+    require("matplotlib", "the dose figure")
+    assert plot.main(["--dose", str(tmp_path), "--out-dir", str(tmp_path)]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "no finished dose-ladder runs" in err[0]
