@@ -4,6 +4,7 @@
     python experiments/plot.py --weights --out-dir assets      # assets/weights.png: w(r) of each method (README)
     python experiments/plot.py --tradeoff experiments/runs/tradeoff --out-dir assets   # assets/tradeoff.png (README)
     python experiments/plot.py --dose experiments/runs --out-dir assets   # assets/dose_ladder.png (README, phase 8)
+    python experiments/plot.py --map experiments/runs --third nois --out-dir assets   # assets/stale_map.png (phase 9)
 
 A figure goes to --out-dir, by default the folder of the run it draws, so a reader's own run never
 overwrites the README's figures in assets/: only the commands that regenerate those name assets/.
@@ -172,6 +173,67 @@ def plot_dose(root: Path, path: Path, plt):
     print(f"wrote {path}")
 
 
+def plot_map(root: Path, third: str, path: Path, plt):
+    """The map (experiments/README.md phase 9): per anchor, aspo - grpo and third - grpo on the final careful
+    share of hard problems against the lag (mean, paired 95% t interval; hollow: mu 8), the drift
+    E[(log pi_prox/pi_behaviour)^2] on a second axis; and grpo's own careful share against the lag."""
+    from experiments.runs import map_cells
+    cells = map_cells(root, third)
+    if not cells:
+        raise ValueError(f"no finished map runs under {root}")
+    fig, axes = plt.subplots(1, 3, figsize=(16, 4.8))
+    x = lambda lag: lag + 0.5  # lag 0 on a log axis
+    for ax, anchor in zip(axes[:2], ("sampler", "decoupled")):
+        drift = ax.twinx()
+        for (a, lag, mu), by in sorted(cells.items()):
+            if a != anchor and not (lag == 0 and anchor == "decoupled"):  # lag 0: the same run under both
+                continue
+            seeds = sorted(s for m, s in by if m == "grpo")
+            for i, (m, col) in enumerate((("aspo", "tab:blue"), (third, "tab:green"))):
+                d = np.array([by[m, s]["final"]["careful_hard"] - by["grpo", s]["final"]["careful_hard"]
+                              for s in seeds if (m, s) in by])
+                if len(d) < 2:
+                    continue
+                lo, hi = stats.t_interval(d)
+                ax.errorbar(x(lag) * (1.06 if i else 0.94), d.mean(), yerr=[[d.mean() - lo], [hi - d.mean()]],
+                            fmt="o", color=col, mfc=col if mu == 32 else "white", capsize=3,
+                            label=f"{m} - grpo" + ("" if mu == 32 else f" (mu {mu})"))
+            values = [r["stale"]["drift"] for r in by.values() if r.get("stale", {}).get("drift") is not None]
+            if values and mu == 32:
+                drift.plot(x(lag), np.mean(values), "x", color="0.5")
+        ax.axhline(0, color="gray", lw=0.8)
+        ax.set_xscale("log")
+        ticks = sorted({lag for a, lag, _ in cells if a == anchor or lag == 0})
+        ax.set_xticks([x(t) for t in ticks], [str(t) for t in ticks])
+        ax.minorticks_off()
+        ax.set_xlabel("rollout lag L (steps)")
+        ax.set_ylabel("careful share on hard: method - grpo")
+        drift.set_ylabel("drift E[(log pi_prox/pi_behaviour)^2] (x)", color="0.4")
+        ax.set_title(f"{anchor} anchor (mu 32; hollow: mu 8)")
+        handles, labels = ax.get_legend_handles_labels()
+        ax.legend(dict(zip(labels, handles)).values(), dict(zip(labels, handles)).keys(), fontsize=8)
+        ax.grid(alpha=0.3)
+    for anchor, style in (("sampler", "o-"), ("decoupled", "s--")):
+        pts = sorted((lag, np.mean([r["final"]["careful_hard"] for (m, _), r in by.items() if m == "grpo"]))
+                     for (a, lag, mu), by in cells.items() if mu == 32 and (a == anchor or lag == 0))
+        axes[2].plot([x(lag) for lag, _ in pts], [v for _, v in pts], style, label=f"grpo, {anchor} anchor")
+    start = next(r["initial"]["careful_hard"] for by in cells.values() for r in by.values())
+    axes[2].axhline(start, color="gray", ls=":", lw=1, label="the start")
+    axes[2].set_xscale("log")
+    axes[2].set_xticks([x(t) for t in sorted({lag for _, lag, _ in cells})],
+                       [str(t) for t in sorted({lag for _, lag, _ in cells})])
+    axes[2].minorticks_off()
+    axes[2].set_xlabel("rollout lag L (steps)")
+    axes[2].set_ylabel("grpo's final careful share on hard problems")
+    axes[2].set_title("what staleness does to grpo alone")
+    axes[2].legend(fontsize=8)
+    axes[2].grid(alpha=0.3)
+    fig.suptitle(f"The map: from which lag on ASPO (and {third}) differ from GRPO (experiments/README.md phase 9)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    print(f"wrote {path}")
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--metrics", type=Path, nargs="+",
@@ -181,12 +243,16 @@ def main(argv=None):
                    help="tradeoff.png from runs.py's tradeoff suite in FOLDER (e.g. experiments/runs/tradeoff)")
     p.add_argument("--dose", metavar="ROOT", type=Path,
                    help="dose_ladder.png from runs.py's dose suite under ROOT (e.g. experiments/runs)")
+    p.add_argument("--map", metavar="ROOT", type=Path,
+                   help="stale_map.png from runs.py's map suite under ROOT, with phases 7 and 8's matching cells")
+    p.add_argument("--third", default="nois", help="--map: the third method drawn beside aspo (phase 9 names it)")
     p.add_argument("--out-dir", type=Path, help="folder the PNGs go to (default: the folder of the first metrics "
                                                 "file or of FOLDER; assets only where you name it)")
     args = p.parse_args(argv)
-    if not (args.metrics or args.weights or args.tradeoff or args.dose):
-        p.error("nothing to draw: give --metrics, --weights, --tradeoff or --dose")
-    out = args.out_dir or (args.metrics[0].parent if args.metrics else args.tradeoff or args.dose or Path("."))
+    if not (args.metrics or args.weights or args.tradeoff or args.dose or args.map):
+        p.error("nothing to draw: give --metrics, --weights, --tradeoff, --dose or --map")
+    out = args.out_dir or (args.metrics[0].parent if args.metrics else
+                           args.tradeoff or args.dose or args.map or Path("."))
     try:
         import matplotlib
         matplotlib.use("Agg")
@@ -205,6 +271,8 @@ def main(argv=None):
             plot_tradeoff(args.tradeoff, out / "tradeoff.png", plt)
         if args.dose:
             plot_dose(args.dose, out / "dose_ladder.png", plt)
+        if args.map:
+            plot_map(args.map, args.third, out / "stale_map.png", plt)
     except (OSError, ValueError) as e:
         print(f"plot.py: error: {e}", file=sys.stderr)
         return 1

@@ -10,6 +10,7 @@ CPU best).
     python experiments/runs.py stale --seeds 0,...,31 --lags 0,8   # phase 7: stale rollouts
     python experiments/runs.py dose --seeds 0,...,15   # phase 8: the dose ladder, every rung at lag 8 (sampler anchor)
     python experiments/runs.py dose-controls --seeds 0,...,7   # phase 8's controls: on-policy, and the decoupled anchor
+    python experiments/runs.py map --third nois   # phase 9: the map, grpo, aspo and a third rung per cell of the grid
     python experiments/runs.py report      # the tables of whatever has finished (also written to <root>/report.md)
     python experiments/runs.py tradeoff --seeds 100,101 --root experiments/runs-dev -- --steps 50   # dev seeds, any nano_aspo flag after --
 
@@ -456,17 +457,95 @@ def report_dose(root: Path) -> list[str]:
     return lines
 
 
+# --- phase 9: the map (ASPO.md §12-§13): from which lag on, under which anchor, at which mu ---------------------
+# (anchor, lag, epochs, seeds): seeds 0-7 of every cell first, the practitioners' lags 1 and 2 on seeds 8-15 last,
+# so a session that stops early still leaves a whole map; mu = 8 minibatches x epochs
+MAP_CELLS = ([("sampler", lag, 4, range(8)) for lag in (1, 2, 4, 16)]
+             + [("decoupled", lag, 4, range(8)) for lag in (2, 16)]
+             + [("sampler", 8, 1, range(8))]
+             + [("sampler", lag, 4, range(8, 16)) for lag in (1, 2)])
+
+
+def map_jobs(args, extra) -> list:
+    """One batched process per cell of MAP_CELLS (grpo, aspo and --third on its 8 seeds), into
+    <root>/map/<anchor>-L<lag>-mu<mu>/s<first>-<last>; --seeds narrows every cell to those seeds."""
+    jobs = []
+    for anchor, lag, epochs, cell_seeds in MAP_CELLS:
+        seeds = [s for s in cell_seeds if s in args.seeds]
+        if seeds:
+            jobs.append(([*extra, "--seeds", ",".join(map(str, seeds)), "--methods", f"grpo,aspo,{args.third}",
+                          "--rollout-lag", str(lag), "--ratio-anchor", anchor, "--epochs", str(epochs)],
+                         args.root / "map" / f"{anchor}-L{lag}-mu{8 * epochs}" / f"s{seeds[0]}-{seeds[-1]}", 1))
+    return jobs
+
+
+def map_cells(root: Path, third: str) -> dict:
+    """{(anchor, lag, mu): {(method, seed): run}} of the map's runs, with the cells that phases 7 and 8 ran in the
+    same settings: lag 8 under the sampler anchor at mu 32 (phase 8's ladder: grpo, aspo and every rung), lag 8
+    under the decoupled anchor (phase 7) and lag 0 (phase 7's on-policy grpo and aspo, phase 8's control for
+    the new rungs). Runs of the same cell from another process are paired by seed all the same."""
+    cells = {}
+    for path in sorted((root / "map").glob("*/*/summary.json")):
+        cfg = json.loads(path.read_text())["config"]
+        for run in json.loads(path.read_text())["runs"]:
+            if run.get("final"):
+                key = (cfg["ratio_anchor"], run["lag"], cfg["minibatches"] * cfg["epochs"])
+                cells.setdefault(key, {})[run["method"], run["seed"]] = run
+    keep = ("grpo", "aspo", third)
+    for (anchor, lag, mu), by in stale_arms(root).items():
+        cell = cells.setdefault(("sampler" if anchor == "on-policy" else anchor, lag, mu), {})
+        cell.update({k: v for k, v in by.items() if k[0] in keep and k not in cell})
+    for arm, by in dose_arms(root).items():
+        if arm in ("ladder", "on-policy"):
+            cell = cells.setdefault(("sampler", 8 if arm == "ladder" else 0, 32), {})
+            cell.update({k: v for k, v in by.items() if k[0] in keep})  # phase 8 over phase 7 at lag 8
+    return cells
+
+
+def report_map(root: Path, third: str) -> list[str]:
+    """Phase 9's table: per cell the staleness (drift, ESS), each method's final careful share on hard problems
+    and pass@8, each method - grpo (paired t, seeds in favour) and the forgot / escaped shares."""
+    cells = map_cells(root, third)
+    if not any(key for key in cells if key[1] not in (0, 8)):
+        return []
+    methods = ("grpo", "aspo", third)
+    lines = [f"### the map (`python experiments/runs.py map --third {third}`): final held-out, paired by seed", "",
+             "| anchor | lag | mu | seeds | drift | ESS | careful (hard) " + " / ".join(methods)
+             + " | pass@8 " + " / ".join(methods) + " | careful: aspo - grpo | careful: " + f"{third} - grpo"
+             + " | pass@8: aspo - grpo | forgot " + " / ".join(methods) + " | escaped " + " / ".join(methods) + " |",
+             "|" + "---|" * 13]
+    for (anchor, lag, mu), by in sorted(cells.items(), key=lambda c: (c[0][0] != "sampler", c[0][2], c[0][1])):
+        seeds = sorted(s for m, s in by if m == "grpo" and all((x, s) in by for x in methods))
+        if not seeds:
+            continue
+        runs_ = [by[m, s] for s in seeds for m in methods]
+        mech = [np.mean([r["stale"][key] for r in runs_ if r.get("stale", {}).get(key) is not None] or [np.nan])
+                for key in ("drift", "ess")]
+        mean = lambda m, key: f"{np.mean([by[m, s]['final'][key] for s in seeds]):.3f}"
+        sub = {k: v for k, v in by.items() if k[1] in seeds}
+        cells_ = [paired_cell(sub, m, "grpo", key)[0] for m, key in
+                  (("aspo", "careful_hard"), (third, "careful_hard"), ("aspo", "pass@k"))]
+        outs = [" / ".join(f"{o['locked']}/{o['n']}" for o in (lockin_share(runs_, m, flag) for m in methods))
+                for flag in (forgot, escaped)]
+        lines.append(f"| {'on-policy' if lag == 0 else anchor} | {lag} | {mu} | {len(seeds)} | {mech[0]:.4f} | "
+                     f"{mech[1]:.3f} | " + " / ".join(mean(m, "careful_hard") for m in methods) + " | "
+                     + " / ".join(mean(m, "pass@k") for m in methods) + " | " + " | ".join(cells_) + " | "
+                     + " | ".join(outs) + " |")
+    return lines
+
+
 def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     extra = argv[argv.index("--") + 1:] if "--" in argv else []
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("suite", choices=("start", "tradeoff", "ladder", "lockin", "stale", "dose", "dose-controls",
-                                     "all", "report"),
+                                     "map", "all", "report"),
                    help="what to run")
     p.add_argument("--lags", default="0,8", help="stale: comma-separated --rollout-lag values")
     p.add_argument("--anchors", default="sampler,decoupled", help="stale: comma-separated --ratio-anchor values")
     p.add_argument("--rungs", default="", help="dose: only these comma-separated rungs of each arm (the extension)")
+    p.add_argument("--third", default="nois", help="map: the third method of every cell (phase 9 names it)")
     p.add_argument("--seeds", default="0,1,2,3,4,5,6,7", help="RL seeds (report on 0-7; develop on >= 100)")
     p.add_argument("--root", default=Path("experiments/runs"), type=Path, help="folder of the runs, the shared checkpoint and report.md")
     p.add_argument("--parallel", default=2, type=int, help="processes at once (each on one thread)")
@@ -476,6 +555,9 @@ def main(argv=None) -> int:
         args.lags = [int(s) for s in args.lags.split(",")]
         args.anchors = args.anchors.split(",")
         args.rungs = [r for r in args.rungs.split(",") if r]
+        if args.third not in DOSE_RUNGS or args.third in ("grpo", "aspo"):
+            raise ValueError(f"--third {args.third}: expected a rung of the dose ladder other than grpo and aspo "
+                             f"({','.join(r for r in DOSE_RUNGS if r not in ('grpo', 'aspo'))})")
         unknown = [r for r in args.rungs if r not in DOSE_RUNGS]
         if unknown:
             raise ValueError(f"--rungs {','.join(unknown)}: not a rung of the dose ladder ({','.join(DOSE_RUNGS)})")
@@ -501,10 +583,13 @@ def main(argv=None) -> int:
     if args.suite in ("dose", "dose-controls"):
         arms = ["ladder"] if args.suite == "dose" else ["on-policy", "decoupled"]
         run_all(dose_jobs(args, extra, arms), args.parallel)
+    if args.suite == "map":
+        run_all(map_jobs(args, extra), args.parallel)
     if args.suite != "report":
         print(f"wall time {time.time() - t0:.0f}s")
     lines = (report_start(args.root) + [""] + report_rl(args.root, "tradeoff", lr0) + [""] + report_rl(args.root, "ladder", lr0)
-             + [""] + report_lockin(args.root) + [""] + report_stale(args.root) + [""] + report_dose(args.root))
+             + [""] + report_lockin(args.root) + [""] + report_stale(args.root) + [""] + report_dose(args.root)
+             + [""] + report_map(args.root, args.third))
     text = "\n".join(lines).strip() + "\n"
     print(text)
     args.root.mkdir(parents=True, exist_ok=True)

@@ -96,3 +96,24 @@ def test_dose_figure_without_runs_is_a_one_line_error(tmp_path, capsys):
     assert plot.main(["--dose", str(tmp_path), "--out-dir", str(tmp_path)]) == 1
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "no finished dose-ladder runs" in err[0]
+
+
+def test_map_figure_without_runs_is_a_one_line_error(tmp_path, capsys):
+    require("matplotlib", "the map figure")
+    assert plot.main(["--map", str(tmp_path), "--out-dir", str(tmp_path)]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "no finished map runs" in err[0]
+
+
+def test_map_figure_draws_the_cells_phase_8_ran(tmp_path):
+    # phase 8's ladder arm is the map's cell at lag 8 (sampler, mu 32): the figure draws from it alone
+    require("matplotlib", "the map figure")
+    import json
+    root = _dose_root(tmp_path, rungs=("grpo", "aspo", "nois"))
+    path = root / "dose" / "ladder" / "s0-2" / "summary.json"
+    summary = json.loads(path.read_text())
+    for run in summary["runs"]:
+        run["stale"]["drift"] = 0.27
+    path.write_text(json.dumps(summary))
+    assert plot.main(["--map", str(root), "--out-dir", str(tmp_path / "fig")]) == 0
+    assert (tmp_path / "fig" / "stale_map.png").stat().st_size > 10_000

@@ -63,3 +63,39 @@ def test_lockin_report_shares_mcnemar_and_t_intervals(tmp_path):
     assert "0 / 2, p = 0.500" in rows["aspo-ref"]  # seeds 1, 2: only grpo locked in; McNemar on 2 discordant
     # hard pass@8 differences 0.1, 0.5, 0.6, 0: mean 0.3, sd 0.2944, 0.3 +- 3.182 * 0.2944 / 2 (t, 3 df)
     assert "+0.300 [-0.168, +0.768]" in rows["aspo-ref"]
+
+
+def test_dose_suite_end_to_end_pairs_the_rungs_and_reports_the_named_contrasts(tmp_path, tiny_args, capsys):
+    # the ladder narrowed to three rungs (--rungs, as phase 8's extension runs), two seeds in one process
+    argv = ["dose", "--seeds", "4,5", "--rungs", "grpo,aspo,cispo", "--root", str(tmp_path), "--",
+            *tiny_args, "--steps", "2", "--eval-every", "1", "--lr", "1e-2"]
+    assert runs.main(argv) == 0
+    summary = json.loads((tmp_path / "dose" / "ladder-grpo-aspo-cispo" / "s4-5" / "summary.json").read_text())
+    assert sorted((r["method"], r["seed"], r["lag"]) for r in summary["runs"]) == sorted(
+        (m, s, 8) for m in ("grpo", "aspo", "cispo") for s in (4, 5))
+    assert summary["config"]["ratio_anchor"] == "sampler" and summary["config"]["max_members"] == 6
+    assert all("w_own_below08_pos" in r["stale"] for r in summary["runs"])  # the mechanism is kept per run
+    report = (tmp_path / "report.md").read_text()
+    assert "### dose ladder, ladder" in report and "| cispo |" in report
+    assert "- cispo - grpo: " in report and "- aspo - cispo: " in report  # phase 8b's named contrasts
+    assert "- aspo - nois" not in report  # a contrast whose rung did not run is not reported
+    assert runs.main(argv) == 0 and "skip " in capsys.readouterr().out
+
+
+def test_map_runs_every_cell_on_seeds_0_7_before_the_extension(tmp_path):
+    import argparse
+    args = argparse.Namespace(seeds=list(range(16)), third="icepop", root=tmp_path)
+    jobs = runs.map_jobs(args, [])
+    names = [f"{out.parent.name}/{out.name}" for _, out, _ in jobs]
+    assert names[-2:] == ["sampler-L1-mu32/s8-15", "sampler-L2-mu32/s8-15"]
+    assert all(n.endswith("/s0-7") for n in names[:-2]) and len(names) == 9
+    assert "decoupled-L16-mu32/s0-7" in names and "sampler-L8-mu8/s0-7" in names
+    argv, _, _ = jobs[names.index("sampler-L8-mu8/s0-7")]
+    assert argv[argv.index("--methods") + 1] == "grpo,aspo,icepop" and argv[argv.index("--epochs") + 1] == "1"
+
+
+def test_bad_rungs_and_third_are_one_line_errors(capsys):
+    assert runs.main(["dose", "--rungs", "grpo,ppo"]) == 2
+    assert runs.main(["map", "--third", "aspo"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 2 and "--rungs ppo" in err[0] and "--third aspo" in err[1]
