@@ -349,7 +349,7 @@ DOSE_ARMS = {  # arm -> (its rungs, its nano_aspo flags); one batched process pe
 
 
 def dose_jobs(args, extra, arms) -> list:
-    """One batched process per (arm, chunk of STALE_CHUNK seeds) into <root>/dose/<arm>/s<first>-<last>,
+    """One batched process per (arm, chunk of --chunk seeds) into <root>/dose/<arm>/s<first>-<last>,
     every rung of the arm in it (so each rung is paired with grpo and aspo by seed and process);
     --rungs narrows an arm to some of its rungs (phase 8's extension), into <arm>-<rungs>/."""
     jobs = []
@@ -357,8 +357,8 @@ def dose_jobs(args, extra, arms) -> list:
         rungs, flags = DOSE_ARMS[arm]
         rungs = [r for r in rungs if not args.rungs or r in args.rungs]
         name = arm if len(rungs) == len(DOSE_ARMS[arm][0]) else f"{arm}-{'-'.join(rungs)}"
-        for i in range(0, len(args.seeds), STALE_CHUNK):
-            seeds = args.seeds[i:i + STALE_CHUNK]
+        for i in range(0, len(args.seeds), args.chunk):
+            seeds = args.seeds[i:i + args.chunk]
             jobs.append(([*extra, "--seeds", ",".join(map(str, seeds)), "--methods", ",".join(rungs),
                           "--max-members", str(len(rungs) * len(seeds)), *flags],
                          args.root / "dose" / name / f"s{seeds[0]}-{seeds[-1]}", 1))
@@ -545,6 +545,8 @@ def main(argv=None) -> int:
     p.add_argument("--lags", default="0,8", help="stale: comma-separated --rollout-lag values")
     p.add_argument("--anchors", default="sampler,decoupled", help="stale: comma-separated --ratio-anchor values")
     p.add_argument("--rungs", default="", help="dose: only these comma-separated rungs of each arm (the extension)")
+    p.add_argument("--chunk", default=STALE_CHUNK, type=int,
+                   help="dose: seeds per process (smaller chunks balance two processes of unequal arms)")
     p.add_argument("--third", default="nois", help="map: the third method of every cell (phase 9 names it)")
     p.add_argument("--seeds", default="0,1,2,3,4,5,6,7", help="RL seeds (report on 0-7; develop on >= 100)")
     p.add_argument("--root", default=Path("experiments/runs"), type=Path, help="folder of the runs, the shared checkpoint and report.md")
@@ -565,8 +567,8 @@ def main(argv=None) -> int:
     except ValueError as e:
         print(f"runs.py: error: {e}", file=sys.stderr)
         return 2
-    if args.parallel < 1:
-        print("runs.py: error: --parallel must be >= 1", file=sys.stderr)
+    if args.parallel < 1 or args.chunk < 1:
+        print(f"runs.py: error: --{'parallel' if args.parallel < 1 else 'chunk'} must be >= 1", file=sys.stderr)
         return 2
     t0 = time.time()
     if args.suite in ("start", "all"):
