@@ -44,9 +44,11 @@ def cispo_verl(logp, ratio, A, mask, grpo, eps_low, eps_high, **_):
 
 
 def icepop(logp, ratio, A, mask, grpo, eps_low, eps_high, bounds=ICEPOP_BOUNDS, **_):
-    """Masked importance sampling (IcePop; verl's rollout_is_threshold "0.5_5.0" with token
-    masking): grpo's loss where lo <= r <= hi, nothing outside (the token is dropped, not
-    truncated). Here the mask reads the ratio the method sees (pi_theta / pi_anchor)."""
+    """Masked importance sampling (IcePop): grpo's loss where lo <= r <= hi, nothing outside (the
+    token is dropped, not truncated). verl 0.9.1 applies the mask to the behaviour weight of its
+    decoupled correction (trainer/ppo/rollout_corr_helper.py, compute_rollout_correction_weights,
+    rollout_is_threshold "0.5_5.0"); here it reads the ratio the method sees, which under the
+    sampler anchor at a step's first update is that same pi_prox / pi_behaviour."""
     lo, hi = bounds
     return grpo * ((ratio >= lo) & (ratio <= hi))
 
