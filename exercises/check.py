@@ -97,8 +97,8 @@ def check_against(spec: str, reference: str, verbose: bool) -> tuple[bool, str]:
     for clip in (CLIP, WIDE):
         measured, _, lines, mismatches = check_loss.check(spec, reference, clip)
         if verbose and (clip is CLIP or mismatches):
-            for line in (lines if clip is CLIP else lines[:1]) + mismatches:
-                print(line if line in lines else f"  MISMATCH {line}")
+            print("\n".join((lines if clip is CLIP else lines[:1])
+                            + [f"  MISMATCH {line}" for line in mismatches]))
         if mismatches:
             where = "" if clip is CLIP else f" at {setting(clip)} ({SPREAD})"
             more = f" (+{len(mismatches) - 2} more)" if len(mismatches) > 2 else ""
