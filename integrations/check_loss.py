@@ -183,6 +183,23 @@ def plot(spec, reference, path, clip):
     plot_weights(path, plt, **clip, methods=tuple(dict.fromkeys((spec, reference))))
 
 
+def check(function: str, reference: str, clip: dict):
+    """function (FILE.py:FUNCTION or a built-in method) weighed against reference: (its weight table, every
+    reference's table, report's lines, report's mismatch lines). ValueError, one line, for bad input: flags out
+    of range, a loss that cannot be loaded or called as verl calls it, or one without a weight at r = 1."""
+    na.Config(**clip).validate()  # the same ranges as nano_aspo.py's flags
+    if function not in REFERENCES and ".py:" not in function:
+        raise ValueError(f"{function}: expected FILE.py:FUNCTION or one of {', '.join(REFERENCES)}")
+    if ".py:" in function:
+        register_user_loss(function, na.USER_LOSSES)
+    try:
+        measured = weight_table(function, **clip)
+    except (ValueError, RuntimeError) as e:  # RuntimeError: autograd on a malformed graph
+        raise ValueError(f"{function}: {e if isinstance(e, ValueError) else one_line(e)}") from None
+    tables = {m: reference_table(m, **clip) for m in REFERENCES}
+    return (measured, tables) + report(function, measured, tables, reference, clip)
+
+
 def main(argv=None) -> int:
     defaults = na.Config()
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0],
@@ -201,17 +218,7 @@ def main(argv=None) -> int:
     a = p.parse_args(argv)
     clip = {"eps_low": a.eps_low, "eps_high": a.eps_high, "clip_c": a.clip_c}
     try:
-        na.Config(**clip).validate()  # the same ranges as nano_aspo.py's flags
-        if a.function not in REFERENCES and ".py:" not in a.function:
-            raise ValueError(f"{a.function}: expected FILE.py:FUNCTION or one of {', '.join(REFERENCES)}")
-        if ".py:" in a.function:
-            register_user_loss(a.function, na.USER_LOSSES)
-        try:
-            measured = weight_table(a.function, **clip)
-        except (ValueError, RuntimeError) as e:  # RuntimeError: autograd on a malformed graph
-            raise ValueError(f"{a.function}: {e if isinstance(e, ValueError) else one_line(e)}") from None
-        tables = {m: reference_table(m, **clip) for m in REFERENCES}
-        lines, mismatches = report(a.function, measured, tables, a.reference, clip)
+        measured, _, lines, mismatches = check(a.function, a.reference, clip)
         print("\n".join(lines))
         if a.plot:
             plot(a.function, a.reference, a.plot, clip)

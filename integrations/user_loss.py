@@ -64,9 +64,9 @@ def verl_params(fn) -> list[str]:
     return names + [n for n in VERL_TENSORS if n not in names]  # the rest go through **kwargs
 
 
-def load_verl_loss(spec: str):
-    """'path/to/file.py:function' -> that function, imported from the file. ValueError (one line) for a
-    missing file or function, something not callable, or a parameter verl would not fill."""
+def load_function(spec: str):
+    """'path/to/file.py:function' -> that function, imported from the file (nothing to install). ValueError
+    (one line) for a missing file or function, an import that raises, or something not callable."""
     path, _, name = spec.rpartition(":")
     if not path.endswith(".py") or not name:
         raise ValueError("expected FILE.py:FUNCTION")
@@ -86,6 +86,12 @@ def load_verl_loss(spec: str):
         raise ValueError(f"{path} has no function {name!r}")
     if not callable(fn):
         raise ValueError(f"{name!r} in {path} is not callable")
+    return fn
+
+
+def load_verl_loss(spec: str):
+    """load_function, and a ValueError (one line) where its parameters are not those verl fills."""
+    fn = load_function(spec)
     verl_params(fn)
     return fn
 

@@ -1,7 +1,8 @@
-"""Every `python SCRIPT.py ...` command in README.md, experiments/README.md and
-integrations/README.md still runs as printed: the script exists and every --flag it is given appears
-in that script's --help (runs.py's flags after `--` are nano_aspo.py's). Commands are read from fenced
-code blocks, indented code lines and inline code."""
+"""Every `python SCRIPT.py ...` command in README.md, experiments/README.md, integrations/README.md
+and the exercises' worksheet and answer key still runs as printed: the script exists and every --flag
+it is given appears in that script's --help (runs.py's flags after `--` are nano_aspo.py's). Commands
+are read from fenced code blocks, indented code lines and inline code (tests/test_exercises.py runs
+the exercises' commands too, at tiny settings)."""
 import contextlib
 import functools
 import importlib
@@ -12,7 +13,8 @@ import pytest
 
 from conftest import ROOT
 
-DOCS = tuple(doc for doc in ("README.md", "experiments/README.md", "integrations/README.md")
+DOCS = tuple(doc for doc in ("README.md", "experiments/README.md", "integrations/README.md",
+                            "exercises/README.md", "exercises/ANSWERS.md")
              if (ROOT / doc).is_file())
 PASSED_ON = {"experiments/runs.py": "nano_aspo.py"}  # the flags after `--` go to this script
 
