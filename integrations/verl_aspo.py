@@ -54,7 +54,13 @@ def check_version(version: str) -> None:
 
 
 if verl is not None:
-    check_version(verl.__version__)
+    try:
+        check_version(verl.__version__)
+    except ImportError as error:
+        # verl 0.9.x imports a "verl.plugins" entry point inside `import verl` and logs its failure
+        # only at debug level: without this line the user sees "Unsupported loss mode: aspo" later
+        print(error, file=sys.stderr, flush=True)
+        raise
     from verl.trainer.ppo.core_algos import agg_loss, register_policy_loss
 
 # verl < 0.6.1 unpacks (pg_loss, pg_clipfrac, ppo_kl, pg_clipfrac_lower); 0.6.1 and later (pg_loss, metrics dict)

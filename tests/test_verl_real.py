@@ -181,14 +181,34 @@ REGISTERED = ("import verl\nfrom verl.trainer.ppo.core_algos import get_policy_l
               "print(get_policy_loss_fn('aspo').__module__)")
 
 
-def test_verl_loads_the_plugin_from_the_verl_plugins_entry_point_group(verl, tmp_path):
-    # what `pip install` of a package declaring [project.entry-points."verl.plugins"] aspo = "verl_aspo" leaves
-    # behind; verl imports it at `import verl` (0.9.x), with no external_lib and no environment variable
-    dist = tmp_path / "verl_aspo_plugin-0.1.dist-info"
+def plugin_package(folder, module):
+    """What `pip install` of a package declaring [project.entry-points."verl.plugins"] aspo = module
+    leaves behind in folder."""
+    dist = folder / "verl_aspo_plugin-0.1.dist-info"
     dist.mkdir()
     (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: verl-aspo-plugin\nVersion: 0.1\n")
-    (dist / "entry_points.txt").write_text("[verl.plugins]\naspo = verl_aspo\n")
+    (dist / "entry_points.txt").write_text(f"[verl.plugins]\naspo = {module}\n")
+
+
+def test_verl_loads_the_plugin_from_the_verl_plugins_entry_point_group(verl, tmp_path):
+    # verl imports it at `import verl` (0.9.x), with no external_lib and no environment variable
+    plugin_package(tmp_path, "verl_aspo")
     assert run_python(REGISTERED, PYTHONPATH=str(tmp_path)) == "verl_aspo"
+
+
+def test_a_plugin_verl_cannot_load_says_why_where_it_is_imported(verl, tmp_path):
+    # verl logs a failing entry point only at debug level; the user would see only "Unsupported
+    # loss mode: aspo". An entry point that first makes the running verl look like 0.10.0:
+    plugin_package(tmp_path, "as_if_verl_0_10")
+    (tmp_path / "as_if_verl_0_10.py").write_text(
+        "import sys\nsys.modules['verl'].__version__ = '0.10.0'  # verl is importing its plugins\n"
+        "import verl_aspo\n")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "integrations"), str(tmp_path)])}
+    done = subprocess.run([sys.executable, "-c", REGISTERED], env=env, capture_output=True,
+                          text=True, timeout=300)
+    assert "ValueError: Unsupported loss mode: aspo" in done.stderr  # what verl says, later
+    assert ("\nverl_aspo supports verl 0.5 to 0.9 (run inside 0.5.0, 0.6.0, 0.6.1, 0.7.0, 0.7.1, "
+            "0.8.0, 0.9.0, 0.9.1); installed: verl 0.10.0\n") in "\n" + done.stderr
 
 
 def test_verl_use_external_modules_loads_the_plugin(verl):
@@ -197,7 +217,8 @@ def test_verl_use_external_modules_loads_the_plugin(verl):
 
 
 @pytest.mark.parametrize("version", ["0.4.1", "0.10.0", "1.0.0"])
-def test_an_unsupported_verl_is_a_one_line_error_naming_both_versions(verl, monkeypatch, version):
+def test_an_unsupported_verl_is_a_one_line_error_naming_both_versions(verl, monkeypatch, capsys,
+                                                                       version):
     monkeypatch.setattr(verl, "__version__", version)
     monkeypatch.syspath_prepend(str(ROOT / "integrations"))
     monkeypatch.delitem(sys.modules, "verl_aspo", raising=False)
@@ -205,6 +226,7 @@ def test_an_unsupported_verl_is_a_one_line_error_naming_both_versions(verl, monk
         importlib.import_module("verl_aspo")
     assert str(e.value) == ("verl_aspo supports verl 0.5 to 0.9 (run inside 0.5.0, 0.6.0, 0.6.1, 0.7.0, 0.7.1, "
                             f"0.8.0, 0.9.0, 0.9.1); installed: verl {version}")
+    assert capsys.readouterr().err == str(e.value) + "\n"  # printed too: see the test above
 
 
 # ---- the ratio's anchor (ASPO.md §12): loss_mode=aspo_sampler, bypass mode, the config check ----
