@@ -139,6 +139,30 @@ def sampler_version_problem(version: str):
     return None
 
 
+def weights_problem(weights, response_mask, old_log_prob):
+    """One line where the weights cannot be pi_prox / pi_rollout as aspo_sampler rebuilds it, else
+    None. verl's TIS sets every weight above rollout_is_threshold to the threshold, so it shows as
+    several valid tokens sharing the largest weight exactly; IcePop ("lower_upper") sets a weight
+    outside its interval to 0. Exempt: a largest weight of exactly 1 (pi_prox = pi_rollout to the
+    bit, as matched engines give), and ties whose tokens share their old log-prob too (the same
+    token after the same prefix, as a group's completions often are), since a cap ties tokens of
+    different contexts."""
+    valid = response_mask.bool()
+    zero = int((valid & (weights == 0)).sum())
+    if zero:
+        return (f"loss_mode=aspo_sampler: rollout_is_weights are 0 on {zero} valid tokens, the "
+                f"mark of IcePop masking ({RC}rollout_is_threshold='lower_upper'): their "
+                f"pi_rollout cannot be rebuilt; set {RC}rollout_is_threshold=1e9")
+    top = weights[valid].max() if valid.any() else weights.new_tensor(1.0)
+    at_top = valid & (weights == top)
+    if top != 1 and old_log_prob[at_top].unique().numel() > 1:
+        return (f"loss_mode=aspo_sampler: {int(at_top.sum())} valid tokens share the largest "
+                f"rollout_is_weight, {top.item():.6g}, the mark of truncation at "
+                f"{RC}rollout_is_threshold: r there would be min(r, cap x pi_theta / pi_prox), "
+                f"not pi_theta / pi_rollout; set {RC}rollout_is_threshold=1e9 (never binds)")
+    return None
+
+
 def compute_policy_loss_aspo_sampler(old_log_prob, log_prob, advantages, response_mask,
                                      loss_agg_mode="token-mean", config=None,
                                      rollout_is_weights=None):
@@ -152,6 +176,9 @@ def compute_policy_loss_aspo_sampler(old_log_prob, log_prob, advantages, respons
     if rollout_is_weights is None:
         raise ValueError("loss_mode=aspo_sampler got no rollout_is_weights: set "
                          + ", ".join(f"{k}={v}" for k, v in SAMPLER_SETTINGS.items()))
+    problem = weights_problem(rollout_is_weights, response_mask, old_log_prob)
+    if problem:
+        raise ValueError(problem)
     # padding carries weight 0 (log 0 = -inf); it has no gradient, so any finite anchor does there
     weights = torch.where(response_mask.bool(), rollout_is_weights,
                           torch.ones_like(rollout_is_weights))

@@ -278,15 +278,40 @@ def test_aspo_sampler_through_verls_ppo_loss_anchors_the_ratio_on_the_rollout(pl
         assert (loss_and_grad(other, logp)[1] - want_grad).abs().max() > 1e-2
 
 
-def test_verls_default_threshold_truncates_so_aspo_sampler_would_see_another_ratio(plugin):
-    # why the config check refuses rollout_is_threshold=2.0 for aspo_sampler
+@pytest.mark.parametrize("threshold, mark", [
+    # verl's TIS, then IcePop (weights outside [0.5, 5] zeroed)
+    (2.0, "valid tokens share the largest rollout_is_weight, 2, the mark of truncation"),
+    ("0.5_5.0", "rollout_is_weights are 0 on"),
+])
+def test_aspo_sampler_refuses_weights_verl_truncated_or_masked(plugin, threshold, mark):
+    # anchored on such weights r would be min(r, 2 pi_theta / pi_prox), or rejected positive tokens
+    # would get the weight c (their rebuilt pi_rollout +inf): a one-line error instead
     logp, prox, rollout, adv, mask = stale_batch()
-    weights = verls_weights(prox, rollout, mask, 2.0)
-    assert ((prox - rollout).exp()[mask > 0] > 2).any() and weights.max() == 2
-    grad = loss_and_grad(ppo_loss("aspo_sampler", logp, prox, adv, mask, "token-mean", weights)[0],
-                         logp)[1]
-    want = loss_and_grad(na.policy_loss("aspo", logp, rollout, adv[:, 0], mask)[0], logp)[1]
-    assert (grad - want).abs().max() > 1e-2
+    weights = verls_weights(prox, rollout, mask, threshold)
+    raw = (prox - rollout).exp()[mask > 0]
+    assert ((raw > 2).sum() > 1 if threshold == 2.0 else ((raw < 0.5) | (raw > 5)).any())
+    with pytest.raises(ValueError) as e:
+        ppo_loss("aspo_sampler", logp, prox, adv, mask, "token-mean", weights)
+    assert mark in str(e.value) and "\n" not in str(e.value)
+    assert str(e.value).endswith("set algorithm.rollout_correction.rollout_is_threshold=1e9"
+                                 + (" (never binds)" if threshold == 2.0 else ""))
+
+
+def test_aspo_sampler_takes_untruncated_weights_that_tie(plugin):
+    # not refused: every weight exactly 1 (pi_prox = pi_rollout to the bit), and the largest
+    # weight shared by tokens with the same old log-prob (one token after one prefix, in several
+    # completions)
+    logp, prox, rollout, adv, mask = stale_batch()
+    for prox_, rollout_ in ((prox, prox), (prox, rollout)):
+        prox_, rollout_ = prox_.clone(), rollout_.clone()
+        top = (prox_ - rollout_)[mask > 0].argmax()
+        prox_[1, 0], rollout_[1, 0] = prox_[mask > 0][top], rollout_[mask > 0][top]  # the tie
+        weights = verls_weights(prox_, rollout_, mask, 1e9)
+        assert (weights[mask > 0] == weights[mask > 0].max()).sum() >= 2
+        got = loss_and_grad(ppo_loss("aspo_sampler", logp, prox_, adv, mask, "token-mean",
+                                     weights)[0], logp)[1]
+        want = loss_and_grad(na.policy_loss("aspo", logp, rollout_, adv[:, 0], mask)[0], logp)[1]
+        torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-15)
 
 
 def test_aspo_sampler_without_weights_is_a_one_line_error_naming_the_settings(plugin):
