@@ -74,6 +74,22 @@ def aspo_weights(advantages, r, eps_low, eps_high, clip_c):
     return torch.where(advantages > 0, positive, torch.where(advantages < 0, negative, torch.ones_like(r)))
 
 
+def clip_shares(accelerator, advantages, r, mask, eps_low, eps_high, clip_c):
+    """{name: share of the valid tokens, over all processes} for the hard clips (weight 0:
+    low_mean, A < 0 below 1-eps_low; high_mean, A > 0 above 1+eps_high; region_mean, either) and
+    ASPO's soft dual-clip (weight c: dual_mean, A > 0 below 1/c or A < 0 above c)."""
+    low = (advantages < 0) & (r < 1 - eps_low)
+    high = (advantages > 0) & (r > 1 + eps_high)
+    dual = ((advantages > 0) & (r < 1 / clip_c)) | ((advantages < 0) & (r > clip_c))
+    shares = {}
+    for name, hit in (("low_mean", low), ("high_mean", high), ("region_mean", low | high),
+                      ("dual_mean", dual)):
+        totals = torch.stack([(hit * mask).sum(), mask.sum()]).float()
+        totals = accelerator.reduce(totals, reduction="sum")
+        shares[name] = (totals[0] / totals[1].clamp(min=1.0)).item()
+    return shares
+
+
 class ASPOTrainer(GRPOTrainer):
     """GRPOTrainer whose policy-gradient weight is ASPO's (module docstring). Takes an ASPOConfig."""
 
@@ -98,13 +114,11 @@ class ASPOTrainer(GRPOTrainer):
     def _log_clip_fractions(self, advantages, r, mask):
         """TRL's clip metrics under its names (the share of valid tokens the hard clips zero: A < 0 below
         1-eps_low, A > 0 above 1+eps_high), and ASPO's soft dual-clip (weight c) as clip_ratio/dual_mean."""
-        low = (advantages < 0) & (r < 1 - self.epsilon_low)
-        high = (advantages > 0) & (r > 1 + self.epsilon_high)
-        dual = ((advantages > 0) & (r < 1 / self.args.aspo_clip_c)) | ((advantages < 0) & (r > self.args.aspo_clip_c))
         metrics = self._metrics["train" if self.model.training else "eval"]
-        for name, hit in (("low_mean", low), ("high_mean", high), ("region_mean", low | high), ("dual_mean", dual)):
-            totals = self.accelerator.reduce(torch.stack([(hit * mask).sum(), mask.sum()]).float(), reduction="sum")
-            metrics[f"clip_ratio/{name}"].append((totals[0] / totals[1].clamp(min=1.0)).item())
+        shares = clip_shares(self.accelerator, advantages, r, mask, self.epsilon_low,
+                             self.epsilon_high, self.args.aspo_clip_c)
+        for name, share in shares.items():
+            metrics[f"clip_ratio/{name}"].append(share)
 
     def log(self, logs, start_time=None):
         metrics = self._metrics["train" if self.model.training else "eval"]

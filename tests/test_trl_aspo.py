@@ -22,25 +22,39 @@ EPS_LOW, EPS_HIGH, CLIP_C = 0.2, 0.28, 3.0
 PROBE_R = [1.0, 0.25, 0.5, 0.9, 1.1, 1.6, 4.0]
 
 
-@pytest.fixture(scope="module")
-def trl_aspo():
-    require("trl", "running ASPO inside TRL")
+def integration(module, what):
+    """integrations/<module>, imported as a user's script imports it (integrations/ on the path);
+    TRL is required (conftest.require)."""
+    require("trl", what)
     sys.path.insert(0, str(ROOT / "integrations"))
     try:
-        return importlib.import_module("trl_aspo")
+        return importlib.import_module(module)
     finally:
         sys.path.remove(str(ROOT / "integrations"))
 
 
-def tiny_gpt2_and_tokenizer(dropout=0.1):
-    """A 1-layer GPT-2 (GPT-2's default dropout 0.1 unless told) over a character vocabulary, both built here."""
+@pytest.fixture(scope="module")
+def trl_aspo():
+    return integration("trl_aspo", "running ASPO inside TRL")
+
+
+def char_tokenizer():
+    """A tokenizer over <pad>, <eos> (ids 0, 1) and CHARS, one token per character, built here."""
     from tokenizers import Tokenizer, models, pre_tokenizers
-    from transformers import GPT2Config, GPT2LMHeadModel, PreTrainedTokenizerFast
+    from transformers import PreTrainedTokenizerFast
 
     vocab = {ch: i for i, ch in enumerate(["<pad>", "<eos>", *CHARS])}
     tok = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<pad>"))
     tok.pre_tokenizer = pre_tokenizers.Split("", behavior="isolated")
-    tokenizer = PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="<pad>", eos_token="<eos>")
+    return PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="<pad>", eos_token="<eos>")
+
+
+def tiny_gpt2_and_tokenizer(dropout=0.1):
+    """A 1-layer GPT-2 (GPT-2's default dropout 0.1 unless told) over a character vocabulary, both built here."""
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    tokenizer = char_tokenizer()
+    vocab = tokenizer.get_vocab()
     torch.manual_seed(0)
     config = GPT2Config(vocab_size=len(vocab), n_positions=32, n_embd=16, n_layer=1, n_head=2,
                         resid_pdrop=dropout, embd_pdrop=dropout, attn_pdrop=dropout,
@@ -182,8 +196,8 @@ STALE_W = {1.0: [3.0, 2.0, 1 / 0.9, 1 / 1.1, 0.0, 0.0], -1.0: [0.0, 0.0, 0.9, 1.
 
 
 def test_the_weight_function_on_stale_ratios_is_aspos_table(trl_aspo, tmp_path):
-    # TRL's asynchronous GRPO, which produces such ratios, samples through a vLLM server (not on a
-    # CPU) and has its own loss (see integrations/README.md); here, the weight on such ratios
+    # TRL's asynchronous GRPO produces such ratios (tests/test_trl_async_aspo.py runs ASPO there);
+    # here, the weight ASPOTrainer hands GRPOTrainer's loss on them
     trainer = build(trl_aspo, tmp_path)
     trainer.model.train()
     log_r = torch.tensor(STALE_R).log().expand(2, -1)
