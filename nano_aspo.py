@@ -187,9 +187,15 @@ def measured_weights(loss, logp, ratio, A, mask) -> dict:
     if not loss.requires_grad:
         return {}
     (grad,) = torch.autograd.grad(loss.sum(), logp, retain_graph=True, allow_unused=True)
-    n = mask.sum((-2, -1), keepdim=True).clamp(min=1)  # N of each member's token mean
-    w = torch.zeros_like(logp) if grad is None else -grad * n / torch.where(A != 0, A, 1)
+    w = torch.zeros_like(logp) if grad is None else gradient_weights(grad, A, mask)
     return stale_weights({"own": w}, ratio.detach(), A, mask)
+
+
+def gradient_weights(grad, A, mask):
+    """The weight view of §3 from a token-mean loss's gradient: w_t = -(dL/dlogp_t) N / A_t over
+    (B, T), N each member's own with (S, B, T); 0 where A = 0."""
+    n = mask.sum((-2, -1), keepdim=True).clamp(min=1)
+    return torch.where(A != 0, -grad * n / torch.where(A != 0, A, 1), 0.0)
 
 
 def token_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -214,8 +220,7 @@ def token_weights(method: str, logp, old_logp, advantages, mask, entropy=None, *
     (grad,) = torch.autograd.grad(loss, logp, allow_unused=True)
     if grad is None:
         raise ValueError("its loss has no gradient with respect to log_prob")
-    A = advantages[:, None].expand_as(logp)
-    return torch.where(A != 0, -grad * mask.sum() / torch.where(A != 0, A, 1), 0.0)
+    return gradient_weights(grad, advantages[:, None].expand_as(logp), mask)
 
 
 # %% --- stale rollouts: asynchronous trainers, and which log-probs anchor the ratio (§12) ---
