@@ -313,12 +313,7 @@ def report_stale(root: Path) -> list[str]:
         mech = {key: np.mean([r["stale"][key] for r in runs_ if r["stale"].get(key) is not None]
                              or [np.nan]) for key in ("drift", "ess", "below08_pos",
                                                       "w_grpo_below08_pos", "w_aspo_below08_pos")}
-        cells = []
-        for e in STALE_ENDPOINTS:
-            d = np.array([by["aspo", s]["final"][e] - by["grpo", s]["final"][e] for s in seeds])
-            ci = t_interval(d)
-            cells.append(f"{d.mean():+.3f}" + (f" [{ci[0]:+.3f}, {ci[1]:+.3f}]" if ci else "")
-                         + f" {int((d > 0).sum())}/{len(seeds)}")
+        cells = [paired_cell(by, "aspo", "grpo", e)[0] for e in STALE_ENDPOINTS]
         share = {m: lockin_share(runs_, m, escaped) for m in ("grpo", "aspo")}
         c = paired_lockin(runs_, "aspo", "grpo", escaped)
         careful = " / ".join(f"{np.mean([by[m, s]['final']['careful_hard'] for s in seeds]):.3f}"
