@@ -392,6 +392,14 @@ def paired_cell(by: dict, left: str, right: str, key: str) -> tuple[str, np.ndar
             + f" {int((d > 0).sum())}/{len(d)}"), d
 
 
+def dose_verdict(d: np.ndarray) -> str:
+    """Phase 8b's reading of one named contrast's paired differences (the two-stage rule at 16)."""
+    ci = t_interval(d)
+    return ("distinguishable from 0" if ci and (ci[0] > 0 or ci[1] < 0) else
+            "extend to seeds 16-31" if len(d) == 16 and abs(d.mean()) >= EXTEND_AT else
+            "within noise")
+
+
 def report_dose(root: Path) -> list[str]:
     """Phase 8's tables: per arm and rung the final endpoints and rung - grpo (paired t), the outcomes
     (Wilson, exact McNemar against grpo and aspo) and the mechanism (the positive tokens' ratio
@@ -439,15 +447,19 @@ def report_dose(root: Path) -> list[str]:
             continue
         lines += ["", "Phase 8b's named contrasts (careful share on hard problems; the two-stage rule: "
                       f"interval includes 0 and |mean| >= {EXTEND_AT} at 16 seeds -> extend to 32):", ""]
+        first = {k: v for k, v in by.items() if k[1] < 16}  # the first stage: seeds 0-15
         for left, right in DOSE_CONTRASTS:
-            cell, d = paired_cell(by, left, right, "careful_hard")
-            if not len(d):
+            readings = [(n, *paired_cell(sub, left, right, "careful_hard"))
+                        for n, sub in (("16 seeds", first), ("pooled", by))]
+            if len(readings[1][2]) > len(readings[0][2]) and len(readings[0][2]):
+                readings[1] = (f"{len(readings[1][2])} seeds", *readings[1][1:])  # the extension
+            else:
+                readings = readings[1:]
+            if not len(readings[-1][2]):
                 continue
-            ci = t_interval(d)
-            verdict = ("distinguishable from 0" if ci and (ci[0] > 0 or ci[1] < 0) else
-                       "extend to seeds 16-31" if len(d) == 16 and abs(d.mean()) >= EXTEND_AT else
-                       "within noise")
-            lines.append(f"- {left} - {right}: {cell} ({verdict})")
+            lines.append(f"- {left} - {right}: " + "; ".join(
+                (f"{name}: " if len(readings) > 1 else "") + f"{cell} ({dose_verdict(d)})"
+                for name, cell, d in readings))
         lines.append("")
     return lines
 
