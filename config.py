@@ -97,11 +97,11 @@ class Config:
 
     @property
     def method_list(self) -> list[str]:
-        return [m.strip() for m in self.methods.split(",") if m.strip()]
+        return [m.strip() for m in self.methods.split(",")]  # "grpo,,aspo": an empty name, refused
 
     @property
     def seed_list(self) -> list[int]:
-        return [int(s) for s in self.seeds.split(",") if s.strip()]
+        return [int(s) for s in self.seeds.split(",")]  # "1,,2": int("") fails
 
     @property
     def lag_list(self) -> list[int]:
@@ -123,7 +123,7 @@ class Config:
                 raise ValueError(f"--{flag} {what}")
         methods = self.method_list
         known = methods if known_methods is None else known_methods  # None: names not checked
-        need(methods and all(m in known or ".py:" in m for m in methods), "methods",
+        need(all(m and (m in known or ".py:" in m) for m in methods), "methods",
              f"must name methods from {','.join(known)} or FILE.py:FUNCTION "
              f"(got {self.methods!r})")
         try:

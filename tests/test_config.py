@@ -34,6 +34,8 @@ def test_both_flag_forms(argv):
 
 @pytest.mark.parametrize("flag,value", [("--methods", "foo"), ("--methods", "grpo,foo"), ("--methods", ""),
                                         ("--seeds", ""), ("--seeds", "a"), ("--seeds", "1,b"),
+                                        ("--seeds", "0,,1"), ("--seeds", "0,"), ("--methods", "grpo,"),
+                                        ("--methods", "grpo,,aspo"),
                                         ("--eps-low", "0"), ("--eps-low", "1.5"), ("--eps-high", "0"),
                                         ("--eps-high", "1"), ("--clip-c", "1"), ("--group", "1"),
                                         ("--temperature", "0"), ("--temperature", "-1"), ("--minibatches", "0"),
