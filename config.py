@@ -122,7 +122,8 @@ class Config:
             if not ok:
                 raise ValueError(f"--{flag} {what}")
         methods = self.method_list
-        known = [m for m in methods if m] if known_methods is None else known_methods  # None: any name
+        # known_methods None: any name goes (the names are not checked)
+        known = [m for m in methods if m] if known_methods is None else known_methods
         need(all(m and (m in known or ".py:" in m) for m in methods), "methods",
              f"must name methods from {','.join(known)} or FILE.py:FUNCTION "
              f"(got {self.methods!r})")
