@@ -148,24 +148,28 @@ def plot_dose(root: Path, path: Path, plt):
     ax.set_title("the dose a stale right token gets (r < 1: its probability fell)")
     ax.legend(fontsize=8, ncol=2, loc="upper right")
     ax.grid(alpha=0.3)
-    grpo = np.array([by["grpo", s]["final"]["careful_hard"] for s in seeds])
     start = by["grpo", seeds[0]]["initial"]["careful_hard"]
+    counts = set()
     for i, rung in enumerate(rungs):
-        vals = np.array([by[rung, s]["final"]["careful_hard"] for s in seeds if (rung, s) in by])
+        # each rung over its own seeds (phase 8's extension ran some rungs on seeds 16-31 as well)
+        mine = [s for s in seeds if (rung, s) in by]
+        counts.add(len(mine))
+        vals = np.array([by[rung, s]["final"]["careful_hard"] for s in mine])
         lo, hi = stats.t_interval(vals) or (vals.mean(), vals.mean())
         bx.errorbar(vals.mean(), i, xerr=[[vals.mean() - lo], [hi - vals.mean()]], fmt="o", color=hue[rung],
                     capsize=3)
-        if rung != "grpo" and len(vals) == len(grpo):
-            d = vals - grpo
-            dlo, dhi = stats.t_interval(d) or (d.mean(), d.mean())
-            bx.annotate(f"{d.mean():+.3f} [{dlo:+.3f}, {dhi:+.3f}]", (hi, i), xytext=(6, -3),
-                        textcoords="offset points", fontsize=8)
+        d = vals - np.array([by["grpo", s]["final"]["careful_hard"] for s in mine])
+        dlo, dhi = stats.t_interval(d) or (d.mean(), d.mean())
+        bx.annotate(f"n {len(mine)}" if rung == "grpo" else
+                    f"{d.mean():+.3f} [{dlo:+.3f}, {dhi:+.3f}] n {len(mine)}", (hi, i), xytext=(6, -3),
+                    textcoords="offset points", fontsize=8)
     bx.axvline(start, color="gray", ls=":", lw=1)
     bx.text(start, len(rungs) - 0.4, " start", color="gray", fontsize=8)
     bx.set_yticks(range(len(rungs)), rungs)
     bx.invert_yaxis()
     bx.set_xlabel("final careful share on hard problems (mean, 95% t interval over seeds)")
-    bx.set_title(f"what each dose kept ({len(seeds)} paired seeds; text: rung - grpo, paired t 95%)", fontsize=10)
+    n = "-".join(map(str, sorted(counts)))
+    bx.set_title(f"what each dose kept ({n} paired seeds; text: rung - grpo, paired t 95%, seeds)", fontsize=10)
     bx.grid(alpha=0.3, axis="x")
     fig.suptitle("The dose ladder at lag 8, sampler anchor, mu 32, 100 steps (experiments/README.md phase 8)")
     fig.tight_layout()
