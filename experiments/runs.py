@@ -470,17 +470,20 @@ def report_dose(root: Path) -> list[str]:
 MAP_CELLS = ([("sampler", lag, 4, range(8)) for lag in (1, 2, 4, 16)]
              + [("decoupled", lag, 4, range(8)) for lag in (2, 16)]
              + [("sampler", 8, 1, range(8))]
-             + [("sampler", lag, 4, range(8, 16)) for lag in (1, 2)])
+             + [("sampler", lag, 4, range(8, 16)) for lag in (1, 2)]
+             + [("sampler", 0, 4, range(8))])  # 9b: on-policy, the third method alone (phase 7 has grpo, aspo)
 
 
 def map_jobs(args, extra) -> list:
-    """One batched process per cell of MAP_CELLS (grpo, aspo and --third on its 8 seeds), into
-    <root>/map/<anchor>-L<lag>-mu<mu>/s<first>-<last>; --seeds narrows every cell to those seeds."""
+    """One batched process per cell of MAP_CELLS (grpo, aspo and --third on its 8 seeds; at lag 0 --third
+    alone, paired with phase 7's on-policy runs by seed), into <root>/map/<anchor>-L<lag>-mu<mu>/s<first>-<last>;
+    --seeds narrows every cell to those seeds."""
     jobs = []
     for anchor, lag, epochs, cell_seeds in MAP_CELLS:
         seeds = [s for s in cell_seeds if s in args.seeds]
+        methods = args.third if lag == 0 else f"grpo,aspo,{args.third}"
         if seeds:
-            jobs.append(([*extra, "--seeds", ",".join(map(str, seeds)), "--methods", f"grpo,aspo,{args.third}",
+            jobs.append(([*extra, "--seeds", ",".join(map(str, seeds)), "--methods", methods,
                           "--rollout-lag", str(lag), "--ratio-anchor", anchor, "--epochs", str(epochs)],
                          args.root / "map" / f"{anchor}-L{lag}-mu{8 * epochs}" / f"s{seeds[0]}-{seeds[-1]}", 1))
     return jobs

@@ -110,8 +110,10 @@ def test_map_runs_every_cell_on_seeds_0_7_before_the_extension(tmp_path):
     args = argparse.Namespace(seeds=list(range(16)), third="icepop", root=tmp_path)
     jobs = runs.map_jobs(args, [])
     names = [f"{out.parent.name}/{out.name}" for _, out, _ in jobs]
-    assert names[-2:] == ["sampler-L1-mu32/s8-15", "sampler-L2-mu32/s8-15"]
-    assert all(n.endswith("/s0-7") for n in names[:-2]) and len(names) == 9
+    assert names[-3:] == ["sampler-L1-mu32/s8-15", "sampler-L2-mu32/s8-15", "sampler-L0-mu32/s0-7"]
+    assert all(n.endswith("/s0-7") for n in names[:-3]) and len(names) == 10
+    argv, _, _ = jobs[-1]  # phase 9b: on-policy, the third method alone (phase 7 ran grpo and aspo)
+    assert argv[argv.index("--methods") + 1] == "icepop" and argv[argv.index("--rollout-lag") + 1] == "0"
     assert "decoupled-L16-mu32/s0-7" in names and "sampler-L8-mu8/s0-7" in names
     argv, _, _ = jobs[names.index("sampler-L8-mu8/s0-7")]
     assert argv[argv.index("--methods") + 1] == "grpo,aspo,icepop" and argv[argv.index("--epochs") + 1] == "1"
