@@ -199,7 +199,8 @@ def plot_map(root: Path, third: str, path: Path, plt):
                 if len(d) < 2:
                     continue
                 lo, hi = stats.t_interval(d)
-                ax.errorbar(x(lag) * (1.06 if i else 0.94), d.mean(), yerr=[[d.mean() - lo], [hi - d.mean()]],
+                ax.errorbar(x(lag) * (1.06 if i else 0.94) * (1 if mu == 32 else 1.2), d.mean(),
+                            yerr=[[d.mean() - lo], [hi - d.mean()]],
                             fmt="o", color=col, mfc=col if mu == 32 else "white", capsize=3,
                             label=f"{m} - grpo" + ("" if mu == 32 else f" (mu {mu})"))
             values = [r["stale"]["drift"] for r in by.values() if r.get("stale", {}).get("drift") is not None]
@@ -217,10 +218,15 @@ def plot_map(root: Path, third: str, path: Path, plt):
         handles, labels = ax.get_legend_handles_labels()
         ax.legend(dict(zip(labels, handles)).values(), dict(zip(labels, handles)).keys(), fontsize=8)
         ax.grid(alpha=0.3)
-    for anchor, style in (("sampler", "o-"), ("decoupled", "s--")):
-        pts = sorted((lag, np.mean([r["final"]["careful_hard"] for (m, _), r in by.items() if m == "grpo"]))
+    for anchor, style, shift in (("sampler", "o-", 0.97), ("decoupled", "s--", 1.03)):
+        pts = sorted((lag, np.array([r["final"]["careful_hard"] for (m, _), r in by.items() if m == "grpo"]))
                      for (a, lag, mu), by in cells.items() if mu == 32 and (a == anchor or lag == 0))
-        axes[2].plot([x(lag) for lag, _ in pts], [v for _, v in pts], style, label=f"grpo, {anchor} anchor")
+        if not pts:
+            continue
+        means = np.array([v.mean() for _, v in pts])
+        ci = np.array([stats.t_interval(v) or (v.mean(), v.mean()) for _, v in pts])
+        axes[2].errorbar([x(lag) * shift for lag, _ in pts], means, yerr=[means - ci[:, 0], ci[:, 1] - means],
+                         fmt=style, capsize=3, label=f"grpo, {anchor} anchor (95% t)")
     start = next(r["initial"]["careful_hard"] for by in cells.values() for r in by.values())
     axes[2].axhline(start, color="gray", ls=":", lw=1, label="the start")
     axes[2].set_xscale("log")

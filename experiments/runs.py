@@ -522,8 +522,9 @@ def report_map(root: Path, third: str) -> list[str]:
     lines = [f"### the map (`python experiments/runs.py map --third {third}`): final held-out, paired by seed", "",
              "| anchor | lag | mu | seeds | drift | ESS | careful (hard) " + " / ".join(methods)
              + " | pass@8 " + " / ".join(methods) + " | careful: aspo - grpo | careful: " + f"{third} - grpo"
-             + " | pass@8: aspo - grpo | forgot " + " / ".join(methods) + " | escaped " + " / ".join(methods) + " |",
-             "|" + "---|" * 13]
+             + f" | pass@8: aspo - grpo | pass@8: {third} - grpo | forgot " + " / ".join(methods) + " | escaped "
+             + " / ".join(methods) + " |",
+             "|" + "---|" * 14]
     for (anchor, lag, mu), by in sorted(cells.items(), key=lambda c: (c[0][0] != "sampler", c[0][2], c[0][1])):
         seeds = sorted(s for m, s in by if m == "grpo" and all((x, s) in by for x in methods))
         if not seeds:
@@ -534,7 +535,7 @@ def report_map(root: Path, third: str) -> list[str]:
         mean = lambda m, key: f"{np.mean([by[m, s]['final'][key] for s in seeds]):.3f}"
         sub = {k: v for k, v in by.items() if k[1] in seeds}
         cells_ = [paired_cell(sub, m, "grpo", key)[0] for m, key in
-                  (("aspo", "careful_hard"), (third, "careful_hard"), ("aspo", "pass@k"))]
+                  (("aspo", "careful_hard"), (third, "careful_hard"), ("aspo", "pass@k"), (third, "pass@k"))]
         outs = [" / ".join(f"{o['locked']}/{o['n']}" for o in (lockin_share(runs_, m, flag) for m in methods))
                 for flag in (forgot, escaped)]
         lines.append(f"| {'on-policy' if lag == 0 else anchor} | {lag} | {mu} | {len(seeds)} | {mech[0]:.4f} | "

@@ -105,6 +105,32 @@ def test_an_extended_contrast_reports_its_16_seed_reading_beside_the_pooled_one(
     assert nois == "- nois - grpo: +0.000 [+0.000, +0.000] 0/16 (within noise)"  # not extended
 
 
+def test_the_map_report_pools_its_cells_with_phase_7s_on_policy_runs(tmp_path):
+    def summary(folder, methods, lag, anchor, careful):
+        runs_ = [{"method": m, "seed": s, "lag": lag, "stale": {"drift": 0.1 * lag, "ess": 0.9},
+                  "final": {"careful_hard": careful(m, s), "pass@k": 0.5 + careful(m, s)}}
+                 for m in methods for s in range(3)]
+        (tmp_path / folder).mkdir(parents=True)
+        (tmp_path / folder / "summary.json").write_text(json.dumps(
+            {"config": {"ratio_anchor": anchor, "minibatches": 8, "epochs": 4}, "runs": runs_}))
+    gap = {"grpo": 0.0, "aspo": 0.2, "posmean": 0.1}
+    summary("map/sampler-L2-mu32/s0-2", ("grpo", "aspo", "posmean"), 2, "sampler",
+            lambda m, s: 0.05 + gap[m] + 0.01 * s * (m == "aspo"))
+    # lag 0: posmean from the map (9b), grpo and aspo from phase 7's on-policy process
+    summary("map/sampler-L0-mu32/s0-2", ("posmean",), 0, "sampler", lambda m, s: 0.3)
+    summary("stale/sampler-L0-8/s0-2", ("grpo", "aspo"), 0, "sampler", lambda m, s: 0.4)
+    rows = [line for line in runs.report_map(tmp_path, "posmean") if line.startswith("| ")][1:]
+    assert [row.split(" | ")[:4] for row in rows] == [["| on-policy", "0", "32", "3"], ["| sampler", "2", "32", "3"]]
+    lag2 = rows[1].split(" | ")
+    assert lag2[4:6] == ["0.2000", "0.900"]  # drift, ESS
+    assert lag2[6] == "0.050 / 0.260 / 0.150"  # careful share of grpo / aspo / posmean
+    # aspo - grpo 0.20, 0.21, 0.22: mean 0.21, sd 0.01, 0.21 +- 4.303 * 0.01 / sqrt(3) (t, 2 df)
+    assert lag2[8] == "+0.210 [+0.185, +0.235] 3/3" and lag2[9].startswith("+0.100 ")
+    assert lag2[10].startswith("+0.210 [") and lag2[11].startswith("+0.100 ")  # pass@8 the same
+    assert lag2[12] == "0/3 / 0/3 / 0/3" and rows[0].split(" | ")[8].startswith("+0.000 ")
+    assert rows[0].split(" | ")[9].startswith("-0.100 ")  # lag 0: posmean (map) - grpo (phase 7)
+
+
 def test_map_runs_every_cell_on_seeds_0_7_before_the_extension(tmp_path):
     import argparse
     args = argparse.Namespace(seeds=list(range(16)), third="icepop", root=tmp_path)
