@@ -457,9 +457,13 @@ def report_dose(root: Path) -> list[str]:
                 readings = readings[1:]
             if not len(readings[-1][2]):
                 continue
+            verdicts = [dose_verdict(d) for _, _, d in readings]
+            if len(readings) > 1 and not verdicts[0].startswith("extend"):
+                # its rungs ran on seeds 16-31 for another contrast: the 16-seed reading stands
+                verdicts[1] = "not extended by the rule: read, not tested"
             lines.append(f"- {left} - {right}: " + "; ".join(
-                (f"{name}: " if len(readings) > 1 else "") + f"{cell} ({dose_verdict(d)})"
-                for name, cell, d in readings))
+                (f"{name}: " if len(readings) > 1 else "") + f"{cell} ({verdict})"
+                for (name, cell, _), verdict in zip(readings, verdicts)))
         lines.append("")
     return lines
 

@@ -83,26 +83,29 @@ def test_dose_suite_end_to_end_pairs_the_rungs_and_reports_the_named_contrasts(t
 
 
 def test_an_extended_contrast_reports_its_16_seed_reading_beside_the_pooled_one(tmp_path):
-    # phase 8b's two-stage rule: seeds 0-15 of every rung, seeds 16-31 of posmean's extension only
-    def summary(folder, rungs, seeds, gap):
+    # phase 8b's two-stage rule: seeds 0-15 of every rung, seeds 16-31 of the extension's rungs only
+    def summary(folder, gaps, seeds):
         runs_ = [{"method": m, "seed": s, "lag": 8, "stale": {},
-                  "final": {k: 0.1 + (gap(s) if m == "posmean" else 0.0) + 0.01 * (s % 3)
-                            for k in runs.STALE_ENDPOINTS + ("entropy",)}}
-                 for m in rungs for s in seeds]
+                  "final": {k: 0.1 + gap(s) + 0.01 * (s % 3) for k in runs.STALE_ENDPOINTS + ("entropy",)}}
+                 for m, gap in gaps.items() for s in seeds]
         (tmp_path / "dose" / folder).mkdir(parents=True)
         (tmp_path / "dose" / folder / "summary.json").write_text(json.dumps({"runs": runs_}))
-    # posmean - grpo: +0.04 +- 0.08 on seeds 0-15 (includes 0, |mean| >= 0.03: extend), +0.10 after
-    summary("ladder/s0-15", ("grpo", "aspo", "posmean", "nois"), range(16),
-            lambda s: 0.04 + (0.08 if s % 2 else -0.08))
-    summary("ladder-grpo-aspo-posmean/s16-31", ("grpo", "aspo", "posmean"), range(16, 32),
-            lambda s: 0.16)
+    zero = lambda s: 0.0
+    # posmean - grpo: +0.04 +- 0.08 on seeds 0-15 (includes 0, |mean| >= 0.03: extend), +0.10 after;
+    # icepop - grpo: -0.10 on seeds 0-15 (excludes 0: stands), its rung run on 16-31 all the same
+    summary("ladder/s0-15", {"grpo": zero, "aspo": zero, "nois": zero, "icepop": lambda s: -0.1,
+                             "posmean": lambda s: 0.04 + (0.08 if s % 2 else -0.08)}, range(16))
+    summary("ladder-grpo-aspo-posmean-icepop/s16-31", {"grpo": zero, "aspo": zero, "icepop": zero,
+                                                      "posmean": lambda s: 0.16}, range(16, 32))
     lines = runs.report_dose(tmp_path)
-    posmean = next(line for line in lines if line.startswith("- posmean - grpo: "))
-    assert posmean.startswith("- posmean - grpo: 16 seeds: +0.040 [")
-    assert "(extend to seeds 16-31); 32 seeds: +0.100 [" in posmean
-    assert posmean.endswith("24/32 (distinguishable from 0)")
-    nois = next(line for line in lines if line.startswith("- nois - grpo: "))
-    assert nois == "- nois - grpo: +0.000 [+0.000, +0.000] 0/16 (within noise)"  # not extended
+    line = {row.split(":")[0][2:]: row for row in lines if row.startswith("- ")}
+    assert line["posmean - grpo"].startswith("- posmean - grpo: 16 seeds: +0.040 [")
+    assert "(extend to seeds 16-31); 32 seeds: +0.100 [" in line["posmean - grpo"]
+    assert line["posmean - grpo"].endswith("24/32 (distinguishable from 0)")
+    assert line["icepop - grpo"].startswith("- icepop - grpo: 16 seeds: -0.100 [-0.100, -0.100] 0/16 "
+                                            "(distinguishable from 0); 32 seeds: -0.050 [")
+    assert line["icepop - grpo"].endswith("(not extended by the rule: read, not tested)")
+    assert line["nois - grpo"] == "- nois - grpo: +0.000 [+0.000, +0.000] 0/16 (within noise)"
 
 
 def test_the_map_report_pools_its_cells_with_phase_7s_on_policy_runs(tmp_path):
