@@ -475,17 +475,20 @@ MAP_CELLS = ([("sampler", lag, 4, range(8)) for lag in (1, 2, 4, 16)]
              + [("decoupled", lag, 4, range(8)) for lag in (2, 16)]
              + [("sampler", 8, 1, range(8))]
              + [("sampler", lag, 4, range(8, 16)) for lag in (1, 2)]
-             + [("sampler", 0, 4, range(8))])  # 9b: on-policy, the third method alone (phase 7 has grpo, aspo)
+             + [("sampler", 0, 4, range(8))]  # 9b: on-policy, the third method alone (phase 7 has grpo, aspo)
+             + [("decoupled", 8, 4, range(8))])  # 9c: the same at lag 8 under the decoupled anchor
+# the cells whose grpo and aspo an earlier phase ran (phase 7): the map runs the third method alone there
+THIRD_ONLY = {("sampler", 0), ("decoupled", 8)}
 
 
 def map_jobs(args, extra) -> list:
-    """One batched process per cell of MAP_CELLS (grpo, aspo and --third on its 8 seeds; at lag 0 --third
-    alone, paired with phase 7's on-policy runs by seed), into <root>/map/<anchor>-L<lag>-mu<mu>/s<first>-<last>;
+    """One batched process per cell of MAP_CELLS (grpo, aspo and --third on its 8 seeds; in THIRD_ONLY's cells
+    --third alone, paired with phase 7's runs by seed), into <root>/map/<anchor>-L<lag>-mu<mu>/s<first>-<last>;
     --seeds narrows every cell to those seeds."""
     jobs = []
     for anchor, lag, epochs, cell_seeds in MAP_CELLS:
         seeds = [s for s in cell_seeds if s in args.seeds]
-        methods = args.third if lag == 0 else f"grpo,aspo,{args.third}"
+        methods = args.third if (anchor, lag) in THIRD_ONLY else f"grpo,aspo,{args.third}"
         if seeds:
             jobs.append(([*extra, "--seeds", ",".join(map(str, seeds)), "--methods", methods,
                           "--rollout-lag", str(lag), "--ratio-anchor", anchor, "--epochs", str(epochs)],
@@ -530,17 +533,21 @@ def report_map(root: Path, third: str) -> list[str]:
              + " / ".join(methods) + " |",
              "|" + "---|" * 14]
     for (anchor, lag, mu), by in sorted(cells.items(), key=lambda c: (c[0][0] != "sampler", c[0][2], c[0][1])):
-        seeds = sorted(s for m, s in by if m == "grpo" and all((x, s) in by for x in methods))
+        seeds = sorted(s for m, s in by if m == "grpo" and ("aspo", s) in by)
         if not seeds:
             continue
-        runs_ = [by[m, s] for s in seeds for m in methods]
+        # a cell whose third method has not run (9b and 9c fill phase 7's) shows grpo and aspo, "-" for it
+        seeds = [s for s in seeds if (third, s) in by] or seeds
+        ran = [m for m in methods if all((m, s) in by for s in seeds)]
+        runs_ = [by[m, s] for s in seeds for m in ran]
         mech = [np.mean([r["stale"][key] for r in runs_ if r.get("stale", {}).get(key) is not None] or [np.nan])
                 for key in ("drift", "ess")]
-        mean = lambda m, key: f"{np.mean([by[m, s]['final'][key] for s in seeds]):.3f}"
+        mean = lambda m, key: f"{np.mean([by[m, s]['final'][key] for s in seeds]):.3f}" if m in ran else "-"
         sub = {k: v for k, v in by.items() if k[1] in seeds}
-        cells_ = [paired_cell(sub, m, "grpo", key)[0] for m, key in
+        cells_ = [paired_cell(sub, m, "grpo", key)[0] if m in ran else "-" for m, key in
                   (("aspo", "careful_hard"), (third, "careful_hard"), ("aspo", "pass@k"), (third, "pass@k"))]
-        outs = [" / ".join(f"{o['locked']}/{o['n']}" for o in (lockin_share(runs_, m, flag) for m in methods))
+        outs = [" / ".join(f"{o['locked']}/{o['n']}" if m in ran else "-"
+                           for m, o in ((m, lockin_share(runs_, m, flag)) for m in methods))
                 for flag in (forgot, escaped)]
         lines.append(f"| {'on-policy' if lag == 0 else anchor} | {lag} | {mu} | {len(seeds)} | {mech[0]:.4f} | "
                      f"{mech[1]:.3f} | " + " / ".join(mean(m, "careful_hard") for m in methods) + " | "

@@ -132,6 +132,11 @@ def test_the_map_report_pools_its_cells_with_phase_7s_on_policy_runs(tmp_path):
     assert lag2[10].startswith("+0.210 [") and lag2[11].startswith("+0.100 ")  # pass@8 the same
     assert lag2[12] == "0/3 / 0/3 / 0/3" and rows[0].split(" | ")[8].startswith("+0.000 ")
     assert rows[0].split(" | ")[9].startswith("-0.100 ")  # lag 0: posmean (map) - grpo (phase 7)
+    # a cell where only phase 7 ran (grpo and aspo): its row, the third method's cells "-"
+    summary("stale/decoupled-L8/s0-2", ("grpo", "aspo"), 8, "decoupled", lambda m, s: 0.2 + gap[m])
+    row = next(line for line in runs.report_map(tmp_path, "posmean") if line.startswith("| decoupled"))
+    assert row.split(" | ")[6:10] == ["0.200 / 0.400 / -", "0.700 / 0.900 / -", "+0.200 [+0.200, +0.200] 3/3", "-"]
+    assert row.split(" | ")[12] == "0/3 / 0/3 / -"
 
 
 def test_map_runs_every_cell_on_seeds_0_7_before_the_extension(tmp_path):
@@ -139,10 +144,12 @@ def test_map_runs_every_cell_on_seeds_0_7_before_the_extension(tmp_path):
     args = argparse.Namespace(seeds=list(range(16)), third="icepop", root=tmp_path)
     jobs = runs.map_jobs(args, [])
     names = [f"{out.parent.name}/{out.name}" for _, out, _ in jobs]
-    assert names[-3:] == ["sampler-L1-mu32/s8-15", "sampler-L2-mu32/s8-15", "sampler-L0-mu32/s0-7"]
-    assert all(n.endswith("/s0-7") for n in names[:-3]) and len(names) == 10
-    argv, _, _ = jobs[-1]  # phase 9b: on-policy, the third method alone (phase 7 ran grpo and aspo)
-    assert argv[argv.index("--methods") + 1] == "icepop" and argv[argv.index("--rollout-lag") + 1] == "0"
+    assert names[-4:] == ["sampler-L1-mu32/s8-15", "sampler-L2-mu32/s8-15", "sampler-L0-mu32/s0-7",
+                          "decoupled-L8-mu32/s0-7"]
+    assert all(n.endswith("/s0-7") for n in names[:-4]) and len(names) == 11
+    for argv, out, _ in jobs[-2:]:  # phases 9b, 9c: the third method alone where phase 7 ran grpo and aspo
+        assert argv[argv.index("--methods") + 1] == "icepop", out
+    assert [argv[argv.index("--rollout-lag") + 1] for argv, _, _ in jobs[-2:]] == ["0", "8"]
     assert "decoupled-L16-mu32/s0-7" in names and "sampler-L8-mu8/s0-7" in names
     argv, _, _ = jobs[names.index("sampler-L8-mu8/s0-7")]
     assert argv[argv.index("--methods") + 1] == "grpo,aspo,icepop" and argv[argv.index("--epochs") + 1] == "1"
