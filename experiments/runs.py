@@ -513,9 +513,11 @@ def map_cells(root: Path, third: str) -> dict:
         cell = cells.setdefault(("sampler" if anchor == "on-policy" else anchor, lag, mu), {})
         cell.update({k: v for k, v in by.items() if k[0] in keep and k not in cell})
     for arm, by in dose_arms(root).items():
+        # lag 8: phase 8's ladder over phase 7 (its third method ran in the same processes); lag 0: phase 7's
+        # grpo and aspo stay (paired in their processes), phase 8's control only fills what they lack
         if arm in ("ladder", "on-policy"):
             cell = cells.setdefault(("sampler", 8 if arm == "ladder" else 0, 32), {})
-            cell.update({k: v for k, v in by.items() if k[0] in keep})  # phase 8 over phase 7 at lag 8
+            cell.update({k: v for k, v in by.items() if k[0] in keep and (arm == "ladder" or k not in cell)})
     return cells
 
 
