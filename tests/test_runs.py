@@ -122,6 +122,8 @@ def test_the_map_report_pools_its_cells_with_phase_7s_on_policy_runs(tmp_path):
     # lag 0: posmean from the map (9b), grpo and aspo from phase 7's on-policy process
     summary("map/sampler-L0-mu32/s0-2", ("posmean",), 0, "sampler", lambda m, s: 0.3)
     summary("stale/sampler-L0-8/s0-2", ("grpo", "aspo"), 0, "sampler", lambda m, s: 0.4)
+    # phase 8's on-policy control (grpo beside the new rungs): it does not replace phase 7's grpo
+    summary("dose/on-policy/s0-2", ("grpo", "icepop"), 0, "sampler", lambda m, s: 0.9)
     rows = [line for line in runs.report_map(tmp_path, "posmean") if line.startswith("| ")][1:]
     assert [row.split(" | ")[:4] for row in rows] == [["| on-policy", "0", "32", "3"], ["| sampler", "2", "32", "3"]]
     lag2 = rows[1].split(" | ")
