@@ -10,7 +10,7 @@ CPU best).
     python experiments/runs.py stale --seeds 0,...,31 --lags 0,8   # phase 7: stale rollouts
     python experiments/runs.py dose --seeds 0,...,15   # phase 8: the dose ladder, every rung at lag 8 (sampler anchor)
     python experiments/runs.py dose-controls --seeds 0,...,7   # phase 8's controls: on-policy, and the decoupled anchor
-    python experiments/runs.py map --third nois   # phase 9: the map, grpo, aspo and a third rung per cell of the grid
+    python experiments/runs.py map --third posmean   # phase 9: the map, grpo, aspo and a third rung per cell (seeds 0-15)
     python experiments/runs.py report      # the tables of whatever has finished (also written to <root>/report.md)
     python experiments/runs.py tradeoff --seeds 100,101 --root experiments/runs-dev -- --steps 50   # dev seeds, any nano_aspo flag after --
 
@@ -572,12 +572,14 @@ def main(argv=None) -> int:
     p.add_argument("--chunk", default=STALE_CHUNK, type=int,
                    help="dose: seeds per process (smaller chunks balance two processes of unequal arms)")
     p.add_argument("--third", default="nois", help="map: the third method of every cell (phase 9 names it)")
-    p.add_argument("--seeds", default="0,1,2,3,4,5,6,7", help="RL seeds (report on 0-7; develop on >= 100)")
+    p.add_argument("--seeds", default=None, help="RL seeds (report on 0-7; develop on >= 100); default 0-7, for map "
+                                                 "0-15: every cell's own seeds, the extension of lags 1 and 2 included")
     p.add_argument("--root", default=Path("experiments/runs"), type=Path, help="folder of the runs, the shared checkpoint and report.md")
     p.add_argument("--parallel", default=2, type=int, help="processes at once (each on one thread)")
     args = p.parse_args(argv[:argv.index("--")] if "--" in argv else argv)
     try:
-        args.seeds = [int(s) for s in args.seeds.split(",")]
+        args.seeds = ([int(s) for s in args.seeds.split(",")] if args.seeds is not None else
+                      list(range(16 if args.suite == "map" else 8)))
         args.lags = [int(s) for s in args.lags.split(",")]
         args.anchors = args.anchors.split(",")
         args.rungs = [r for r in args.rungs.split(",") if r]

@@ -157,6 +157,16 @@ def test_map_runs_every_cell_on_seeds_0_7_before_the_extension(tmp_path):
     assert argv[argv.index("--methods") + 1] == "grpo,aspo,icepop" and argv[argv.index("--epochs") + 1] == "1"
 
 
+def test_the_map_without_seeds_runs_every_cell_the_extension_included(monkeypatch, tmp_path):
+    ran = []
+    monkeypatch.setattr(runs, "run_all", lambda jobs, parallel: ran.extend(out for _, out, _ in jobs))
+    assert runs.main(["map", "--third", "posmean", "--root", str(tmp_path)]) == 0
+    assert len(ran) == len(runs.MAP_CELLS) and "s8-15" in {out.name for out in ran}
+    ran.clear()
+    assert runs.main(["map", "--third", "posmean", "--seeds", "0,1", "--root", str(tmp_path)]) == 0
+    assert {out.name for out in ran} == {"s0-1"}
+
+
 def test_bad_rungs_and_third_are_one_line_errors(capsys):
     assert runs.main(["dose", "--rungs", "grpo,ppo"]) == 2
     assert runs.main(["map", "--third", "aspo"]) == 2
