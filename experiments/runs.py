@@ -538,20 +538,21 @@ def report_map(root: Path, third: str) -> list[str]:
         seeds = sorted(s for m, s in by if m == "grpo" and ("aspo", s) in by)
         if not seeds:
             continue
-        # a cell whose third method has not run (9b and 9c fill phase 7's) shows grpo and aspo, "-" for it
-        seeds = [s for s in seeds if (third, s) in by] or seeds
-        ran = [m for m in methods if all((m, s) in by for s in seeds)]
-        runs_ = [by[m, s] for s in seeds for m in ran]
+        # each method over its own seeds among grpo's and aspo's (where phase 7 ran 32 seeds, 9b and 9c ran the
+        # third method on 8); "-" where it has not run
+        own = {m: [s for s in seeds if (m, s) in by] for m in methods}
+        runs_ = [by[m, s] for m in methods for s in own[m]]
         mech = [np.mean([r["stale"][key] for r in runs_ if r.get("stale", {}).get(key) is not None] or [np.nan])
                 for key in ("drift", "ess")]
-        mean = lambda m, key: f"{np.mean([by[m, s]['final'][key] for s in seeds]):.3f}" if m in ran else "-"
+        mean = lambda m, key: f"{np.mean([by[m, s]['final'][key] for s in own[m]]):.3f}" if own[m] else "-"
         sub = {k: v for k, v in by.items() if k[1] in seeds}
-        cells_ = [paired_cell(sub, m, "grpo", key)[0] if m in ran else "-" for m, key in
+        cells_ = [paired_cell(sub, m, "grpo", key)[0] if own[m] else "-" for m, key in
                   (("aspo", "careful_hard"), (third, "careful_hard"), ("aspo", "pass@k"), (third, "pass@k"))]
-        outs = [" / ".join(f"{o['locked']}/{o['n']}" if m in ran else "-"
+        outs = [" / ".join(f"{o['locked']}/{o['n']}" if own[m] else "-"
                            for m, o in ((m, lockin_share(runs_, m, flag)) for m in methods))
                 for flag in (forgot, escaped)]
-        lines.append(f"| {'on-policy' if lag == 0 else anchor} | {lag} | {mu} | {len(seeds)} | {mech[0]:.4f} | "
+        n = f"{len(seeds)}" + (f" ({third} {len(own[third])})" if len(own[third]) != len(seeds) else "")
+        lines.append(f"| {'on-policy' if lag == 0 else anchor} | {lag} | {mu} | {n} | {mech[0]:.4f} | "
                      f"{mech[1]:.3f} | " + " / ".join(mean(m, "careful_hard") for m in methods) + " | "
                      + " / ".join(mean(m, "pass@k") for m in methods) + " | " + " | ".join(cells_) + " | "
                      + " | ".join(outs) + " |")

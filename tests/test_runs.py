@@ -109,10 +109,10 @@ def test_an_extended_contrast_reports_its_16_seed_reading_beside_the_pooled_one(
 
 
 def test_the_map_report_pools_its_cells_with_phase_7s_on_policy_runs(tmp_path):
-    def summary(folder, methods, lag, anchor, careful):
+    def summary(folder, methods, lag, anchor, careful, seeds=range(3)):
         runs_ = [{"method": m, "seed": s, "lag": lag, "stale": {"drift": 0.1 * lag, "ess": 0.9},
                   "final": {"careful_hard": careful(m, s), "pass@k": 0.5 + careful(m, s)}}
-                 for m in methods for s in range(3)]
+                 for m in methods for s in seeds]
         (tmp_path / folder).mkdir(parents=True)
         (tmp_path / folder / "summary.json").write_text(json.dumps(
             {"config": {"ratio_anchor": anchor, "minibatches": 8, "epochs": 4}, "runs": runs_}))
@@ -139,6 +139,11 @@ def test_the_map_report_pools_its_cells_with_phase_7s_on_policy_runs(tmp_path):
     row = next(line for line in runs.report_map(tmp_path, "posmean") if line.startswith("| decoupled"))
     assert row.split(" | ")[6:10] == ["0.200 / 0.400 / -", "0.700 / 0.900 / -", "+0.200 [+0.200, +0.200] 3/3", "-"]
     assert row.split(" | ")[12] == "0/3 / 0/3 / -"
+    # the third method on fewer seeds than phase 7's pair (9c): each over its own, the count beside
+    summary("map/decoupled-L8-mu32/s0-1", ("posmean",), 8, "decoupled", lambda m, s: 0.1, seeds=range(2))
+    row = next(line for line in runs.report_map(tmp_path, "posmean") if line.startswith("| decoupled"))
+    assert row.split(" | ")[3] == "3 (posmean 2)" and row.split(" | ")[6] == "0.200 / 0.400 / 0.100"
+    assert row.split(" | ")[9] == "-0.100 [-0.100, -0.100] 0/2"
 
 
 def test_map_runs_every_cell_on_seeds_0_7_before_the_extension(tmp_path):
