@@ -534,7 +534,7 @@ def report_map(root: Path, third: str) -> list[str]:
              + f" | pass@8: aspo - grpo | pass@8: {third} - grpo | forgot " + " / ".join(methods) + " | escaped "
              + " / ".join(methods) + " |",
              "|" + "---|" * 14]
-    for (anchor, lag, mu), by in sorted(cells.items(), key=lambda c: (c[0][0] != "sampler", c[0][2], c[0][1])):
+    for (anchor, lag, mu), by in sorted(cells.items(), key=lambda c: (c[0][0] != "sampler", -c[0][2], c[0][1])):
         seeds = sorted(s for m, s in by if m == "grpo" and ("aspo", s) in by)
         if not seeds:
             continue
