@@ -217,7 +217,7 @@ def plot_map(root: Path, third: str, path: Path, plt):
         ax.set_title(f"{anchor} anchor (mu 32; hollow: mu 8)")
         handles, labels = ax.get_legend_handles_labels()
         ax.legend(dict(zip(labels, handles)).values(), dict(zip(labels, handles)).keys(), fontsize=8,
-                  loc="upper left")
+                  loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=2)  # below: the points fill the panel
         ax.grid(alpha=0.3)
     for anchor, style, shift in (("sampler", "o-", 0.97), ("decoupled", "s--", 1.03)):
         pts = sorted((lag, np.array([r["final"]["careful_hard"] for (m, _), r in by.items() if m == "grpo"]))
