@@ -237,7 +237,8 @@ def token_weights(method: str, logp, old_logp, advantages, mask, entropy=None, *
 # - old log-probs recomputed with one update per step: u = 1, so aspo = grpo at any lag.
 # Measured (the dose ladder, §13, README Results): at lag 8 under the sampler anchor the fall half
 # carries it. aspo-fall keeps the careful way (+0.17 over grpo, 16/16 seeds), aspo-rise does not,
-# and a flat weight of 1 (nois) is grpo within noise: it takes 1/r on the tokens that fell.
+# and a flat weight of 1 (nois) is grpo within noise: it takes 1/r on the tokens that fell. The
+# map: from lag 1 on under the sampler anchor at mu 32; within noise decoupled, or at mu 8.
 def anchor(prox_logp, behaviour_logp, cfg):
     """The ratio's anchor (§12): (old log-probs the method's ratio is taken against, and the
     decoupled anchor's truncated behaviour weight w_b or None)."""
