@@ -256,7 +256,7 @@ def main(argv=None):
                    help="dose_ladder.png from runs.py's dose suite under ROOT (e.g. experiments/runs)")
     p.add_argument("--map", metavar="ROOT", type=Path,
                    help="stale_map.png from runs.py's map suite under ROOT, with phases 7 and 8's matching cells")
-    p.add_argument("--third", default="nois", help="--map: the third method drawn beside aspo (phase 9 names it)")
+    p.add_argument("--third", default="posmean", help="--map: the third method drawn beside aspo (phase 9a named posmean)")
     p.add_argument("--out-dir", type=Path, help="folder the PNGs go to (default: the folder of the first metrics "
                                                 "file or of FOLDER; assets only where you name it)")
     args = p.parse_args(argv)

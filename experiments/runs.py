@@ -572,7 +572,7 @@ def main(argv=None) -> int:
     p.add_argument("--rungs", default="", help="dose: only these comma-separated rungs of each arm (the extension)")
     p.add_argument("--chunk", default=STALE_CHUNK, type=int,
                    help="dose: seeds per process (smaller chunks balance two processes of unequal arms)")
-    p.add_argument("--third", default="nois", help="map: the third method of every cell (phase 9 names it)")
+    p.add_argument("--third", default="posmean", help="map: the third method of every cell (phase 9a named posmean)")
     p.add_argument("--seeds", default=None, help="RL seeds (report on 0-7; develop on >= 100); default 0-7, for map "
                                                  "0-15: every cell's own seeds, the extension of lags 1 and 2 included")
     p.add_argument("--root", default=Path("experiments/runs"), type=Path, help="folder of the runs, the shared checkpoint and report.md")
