@@ -220,8 +220,9 @@ def plot_map(root: Path, third: str, path: Path, plt):
                   loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=2)  # below: the points fill the panel
         ax.grid(alpha=0.3)
     for anchor, style, shift in (("sampler", "o-", 0.97), ("decoupled", "s--", 1.03)):
-        pts = sorted((lag, np.array([r["final"]["careful_hard"] for (m, _), r in by.items() if m == "grpo"]))
-                     for (a, lag, mu), by in cells.items() if mu == 32 and (a == anchor or lag == 0))
+        pts = sorted(((lag, np.array([r["final"]["careful_hard"] for (m, _), r in by.items() if m == "grpo"]))
+                      for (a, lag, mu), by in cells.items() if mu == 32 and (a == anchor or lag == 0)),
+                     key=lambda pt: pt[0])
         if not pts:
             continue
         means = np.array([v.mean() for _, v in pts])

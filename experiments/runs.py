@@ -392,11 +392,12 @@ def paired_cell(by: dict, left: str, right: str, key: str) -> tuple[str, np.ndar
             + f" {int((d > 0).sum())}/{len(d)}"), d
 
 
-def dose_verdict(d: np.ndarray) -> str:
-    """Phase 8b's reading of one named contrast's paired differences (the two-stage rule at 16)."""
+def dose_verdict(d: np.ndarray, first_stage: bool = True) -> str:
+    """Phase 8b's reading of one named contrast's paired differences (the two-stage rule: the first
+    stage's 16 seeds, 0-15, may send it to seeds 16-31)."""
     ci = t_interval(d)
     return ("distinguishable from 0" if ci and (ci[0] > 0 or ci[1] < 0) else
-            "extend to seeds 16-31" if len(d) == 16 and abs(d.mean()) >= EXTEND_AT else
+            "extend to seeds 16-31" if first_stage and len(d) == 16 and abs(d.mean()) >= EXTEND_AT else
             "within noise")
 
 
@@ -408,7 +409,8 @@ def report_dose(root: Path) -> list[str]:
     lines = []
     for arm, by in dose_arms(root).items():
         rungs = [r for r in DOSE_RUNGS if any(m == r for m, _ in by)]
-        n = len({s for m, s in by if m == "grpo"})
+        counts = sorted({len({s for m, s in by if m == r}) for r in rungs})  # the extension: 16 and 32
+        n = "-".join(map(str, counts[::len(counts) - 1] if len(counts) > 1 else counts))
         lines += [f"### dose ladder, {arm} (`python experiments/runs.py "
                   f"{'dose' if arm == 'ladder' else 'dose-controls'}`): final held-out, {n} seeds; "
                   "rung - grpo paired by seed (mean [95% t] seeds in favour)", "",
@@ -449,21 +451,18 @@ def report_dose(root: Path) -> list[str]:
                       f"interval includes 0 and |mean| >= {EXTEND_AT} at 16 seeds -> extend to 32):", ""]
         first = {k: v for k, v in by.items() if k[1] < 16}  # the first stage: seeds 0-15
         for left, right in DOSE_CONTRASTS:
-            readings = [(n, *paired_cell(sub, left, right, "careful_hard"))
-                        for n, sub in (("16 seeds", first), ("pooled", by))]
-            if len(readings[1][2]) > len(readings[0][2]) and len(readings[0][2]):
-                readings[1] = (f"{len(readings[1][2])} seeds", *readings[1][1:])  # the extension
-            else:
-                readings = readings[1:]
-            if not len(readings[-1][2]):
+            cell0, d0 = paired_cell(first, left, right, "careful_hard")
+            cell, d = paired_cell(by, left, right, "careful_hard")
+            if not len(d):
                 continue
-            verdicts = [dose_verdict(d) for _, _, d in readings]
-            if len(readings) > 1 and not verdicts[0].startswith("extend"):
-                # its rungs ran on seeds 16-31 for another contrast: the 16-seed reading stands
-                verdicts[1] = "not extended by the rule: read, not tested"
-            lines.append(f"- {left} - {right}: " + "; ".join(
-                (f"{name}: " if len(readings) > 1 else "") + f"{cell} ({verdict})"
-                for (name, cell, _), verdict in zip(readings, verdicts)))
+            if len(d0) and len(d) > len(d0):  # run on seeds 16-31 too: the first stage's reading stands
+                v0 = dose_verdict(d0)
+                v = (dose_verdict(d, first_stage=False) if v0.startswith("extend") else
+                     "not extended by the rule: read, not tested")  # its rungs ran for another contrast
+                lines.append(f"- {left} - {right}: {len(d0)} seeds: {cell0} ({v0}); "
+                             f"{len(d)} seeds: {cell} ({v})")
+            else:  # one stage; only seeds 0-15 alone are the first stage, which the rule may extend
+                lines.append(f"- {left} - {right}: {cell} ({dose_verdict(d, len(d0) == len(d))})")
         lines.append("")
     return lines
 
@@ -583,10 +582,12 @@ def main(argv=None) -> int:
                       list(range(16 if args.suite == "map" else 8)))
         args.lags = [int(s) for s in args.lags.split(",")]
         args.anchors = args.anchors.split(",")
-        args.rungs = [r for r in args.rungs.split(",") if r]
+        args.rungs = args.rungs.split(",") if args.rungs else []
         if args.third not in DOSE_RUNGS or args.third in ("grpo", "aspo"):
             raise ValueError(f"--third {args.third}: expected a rung of the dose ladder other than grpo and aspo "
                              f"({','.join(r for r in DOSE_RUNGS if r not in ('grpo', 'aspo'))})")
+        if "" in args.rungs:
+            raise ValueError(f"--rungs {','.join(args.rungs)}: an empty entry")
         unknown = [r for r in args.rungs if r not in DOSE_RUNGS]
         if unknown:
             raise ValueError(f"--rungs {','.join(unknown)}: not a rung of the dose ladder ({','.join(DOSE_RUNGS)})")

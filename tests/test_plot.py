@@ -109,7 +109,7 @@ def test_map_figure_draws_the_cells_phase_8_ran(tmp_path):
     # phase 8's ladder arm is the map's cell at lag 8 (sampler, mu 32): the figure draws from it alone
     require("matplotlib", "the map figure")
     import json
-    root = _dose_root(tmp_path, rungs=("grpo", "aspo", "nois"))
+    root = _dose_root(tmp_path, rungs=("grpo", "aspo", "posmean"))  # posmean: --third's default
     path = root / "dose" / "ladder" / "s0-2" / "summary.json"
     summary = json.loads(path.read_text())
     for run in summary["runs"]:

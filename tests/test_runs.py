@@ -96,7 +96,8 @@ def test_an_extended_contrast_reports_its_16_seed_reading_beside_the_pooled_one(
     summary("ladder/s0-15", {"grpo": zero, "aspo": zero, "nois": zero, "icepop": lambda s: -0.1,
                              "posmean": lambda s: 0.04 + (0.08 if s % 2 else -0.08)}, range(16))
     summary("ladder-grpo-aspo-posmean-icepop/s16-31", {"grpo": zero, "aspo": zero, "icepop": zero,
-                                                      "posmean": lambda s: 0.16}, range(16, 32))
+                                                      "posmean": lambda s: 0.16, "m2po": lambda s: 0.04 + (
+                                                          0.08 if s % 2 else -0.08)}, range(16, 32))
     lines = runs.report_dose(tmp_path)
     line = {row.split(":")[0][2:]: row for row in lines if row.startswith("- ")}
     assert line["posmean - grpo"].startswith("- posmean - grpo: 16 seeds: +0.040 [")
@@ -106,6 +107,9 @@ def test_an_extended_contrast_reports_its_16_seed_reading_beside_the_pooled_one(
                                             "(distinguishable from 0); 32 seeds: -0.050 [")
     assert line["icepop - grpo"].endswith("(not extended by the rule: read, not tested)")
     assert line["nois - grpo"] == "- nois - grpo: +0.000 [+0.000, +0.000] 0/16 (within noise)"
+    # seeds 16-31 alone are no first stage: nothing to extend
+    assert line["m2po - grpo"].startswith("- m2po - grpo: +0.040 [") and line["m2po - grpo"].endswith(
+        " 8/16 (within noise)")
 
 
 def test_the_map_report_pools_its_cells_with_phase_7s_on_policy_runs(tmp_path):
@@ -174,6 +178,7 @@ def test_the_map_without_seeds_runs_every_cell_the_extension_included(monkeypatc
 
 def test_bad_rungs_and_third_are_one_line_errors(capsys):
     assert runs.main(["dose", "--rungs", "grpo,ppo"]) == 2
+    assert runs.main(["dose", "--rungs", "grpo,,aspo"]) == 2
     assert runs.main(["map", "--third", "aspo"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 2 and "--rungs ppo" in err[0] and "--third aspo" in err[1]
+    assert len(err) == 3 and "--rungs ppo" in err[0] and "an empty entry" in err[1] and "--third aspo" in err[2]
