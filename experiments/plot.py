@@ -115,7 +115,7 @@ def plot_dose(root: Path, path: Path, plt):
     depends on the whole batch and is left out), over the measured distribution of r of the positive tokens
     at lag 8 (grpo's runs, mean over steps and seeds, log scale). Right: each rung's final careful share on
     hard problems, mean over seeds with its 95% t interval, and rung - grpo paired by seed."""
-    from experiments.runs import DOSE_RUNGS, dose_arms
+    from experiments.runs import DOSE_RUNGS, dose_arms, paired_cell, seed_counts
     by = dose_arms(root).get("ladder")
     if not by:
         raise ValueError(f"no finished dose-ladder runs under {root / 'dose' / 'ladder'}")
@@ -149,16 +149,14 @@ def plot_dose(root: Path, path: Path, plt):
     ax.legend(fontsize=8, ncol=2, loc="upper right")
     ax.grid(alpha=0.3)
     start = by["grpo", seeds[0]]["initial"]["careful_hard"]
-    counts = set()
     for i, rung in enumerate(rungs):
         # each rung over its own seeds (phase 8's extension ran some rungs on seeds 16-31 as well)
         mine = [s for s in seeds if (rung, s) in by]
-        counts.add(len(mine))
         vals = np.array([by[rung, s]["final"]["careful_hard"] for s in mine])
         lo, hi = stats.t_interval(vals) or (vals.mean(), vals.mean())
         bx.errorbar(vals.mean(), i, xerr=[[vals.mean() - lo], [hi - vals.mean()]], fmt="o", color=hue[rung],
                     capsize=3)
-        d = vals - np.array([by["grpo", s]["final"]["careful_hard"] for s in mine])
+        d = paired_cell(by, rung, "grpo", "careful_hard")[1]
         dlo, dhi = stats.t_interval(d) or (d.mean(), d.mean())
         bx.annotate(f"n {len(mine)}" if rung == "grpo" else
                     f"{d.mean():+.3f} [{dlo:+.3f}, {dhi:+.3f}] n {len(mine)}", (hi, i), xytext=(6, -3),
@@ -168,8 +166,7 @@ def plot_dose(root: Path, path: Path, plt):
     bx.set_yticks(range(len(rungs)), rungs)
     bx.invert_yaxis()
     bx.set_xlabel("final careful share on hard problems (mean, 95% t interval over seeds)")
-    n = "-".join(map(str, sorted(counts)))
-    bx.set_title(f"what each dose kept ({n} paired seeds; text: rung - grpo, paired t 95%, seeds)", fontsize=10)
+    bx.set_title(f"what each dose kept ({seed_counts(by, rungs)} paired seeds; text: rung - grpo, paired t 95%, seeds)", fontsize=10)
     bx.grid(alpha=0.3, axis="x")
     fig.suptitle("The dose ladder at lag 8, sampler anchor, mu 32, 100 steps (experiments/README.md phase 8)")
     fig.tight_layout()

@@ -401,6 +401,13 @@ def dose_verdict(d: np.ndarray, first_stage: bool = True) -> str:
             "within noise")
 
 
+def seed_counts(by: dict, rungs) -> str:
+    """The fewest and the most seeds a rung of an arm finished: "16", or "16-32" where phase 8's
+    extension ran some rungs on seeds 16-31 as well."""
+    counts = sorted({len({s for m, s in by if m == r}) for r in rungs})
+    return f"{counts[0]}" if len(counts) == 1 else f"{counts[0]}-{counts[-1]}"
+
+
 def report_dose(root: Path) -> list[str]:
     """Phase 8's tables: per arm and rung the final endpoints and rung - grpo (paired t), the outcomes
     (Wilson, exact McNemar against grpo and aspo) and the mechanism (the positive tokens' ratio
@@ -409,10 +416,8 @@ def report_dose(root: Path) -> list[str]:
     lines = []
     for arm, by in dose_arms(root).items():
         rungs = [r for r in DOSE_RUNGS if any(m == r for m, _ in by)]
-        counts = sorted({len({s for m, s in by if m == r}) for r in rungs})  # the extension: 16 and 32
-        n = "-".join(map(str, counts[::len(counts) - 1] if len(counts) > 1 else counts))
         lines += [f"### dose ladder, {arm} (`python experiments/runs.py "
-                  f"{'dose' if arm == 'ladder' else 'dose-controls'}`): final held-out, {n} seeds; "
+                  f"{'dose' if arm == 'ladder' else 'dose-controls'}`): final held-out, {seed_counts(by, rungs)} seeds; "
                   "rung - grpo paired by seed (mean [95% t] seeds in favour)", "",
                   "| rung | careful (hard) | " + " | ".join(f"{e.replace('pass@k', 'pass@8')} - grpo"
                                                           for e in STALE_ENDPOINTS + ("entropy",))
