@@ -178,7 +178,7 @@ def plot_map(root: Path, third: str, path: Path, plt):
     """The map (experiments/README.md phase 9): per anchor, aspo - grpo and third - grpo on the final careful
     share of hard problems against the lag (mean, paired 95% t interval; hollow: mu 8), the drift
     E[(log pi_prox/pi_behaviour)^2] on a second axis; and grpo's own careful share against the lag."""
-    from experiments.runs import map_cells
+    from experiments.runs import map_cells, paired_cell
     cells = map_cells(root, third)
     if not cells:
         raise ValueError(f"no finished map runs under {root}")
@@ -189,10 +189,8 @@ def plot_map(root: Path, third: str, path: Path, plt):
         for (a, lag, mu), by in sorted(cells.items()):
             if a != anchor and not (lag == 0 and anchor == "decoupled"):  # lag 0: the same run under both
                 continue
-            seeds = sorted(s for m, s in by if m == "grpo")
             for i, (m, col) in enumerate((("aspo", "tab:blue"), (third, "tab:green"))):
-                d = np.array([by[m, s]["final"]["careful_hard"] - by["grpo", s]["final"]["careful_hard"]
-                              for s in seeds if (m, s) in by])
+                d = paired_cell(by, m, "grpo", "careful_hard")[1]  # as report_map's table
                 if len(d) < 2:
                     continue
                 lo, hi = stats.t_interval(d)
